@@ -1,0 +1,38 @@
+# The two commands of the quick start: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+DATABASE ?= sqlite:///enjournal.db
+
+.PHONY: serve test install install-test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+serve: $(VENV)/.installed
+	$(BIN)/enjournal demo --database $(DATABASE) --if-empty
+	$(BIN)/enjournal serve --host $(HOST) --port $(PORT) --database $(DATABASE)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+bench: $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

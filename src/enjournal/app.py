@@ -1,0 +1,88 @@
+"""Composition root: ``build_app(settings)`` wires the store, services and web layer.
+
+Only this module and ``cli.py`` choose concrete implementations.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import errors
+from .fhir.searchparams import Registry
+from .services.resources import ResourceService
+from .settings import Settings
+from .store import open_repository
+from .web.capability import capability_builder
+from .web.fhir_api import FhirApi
+from .web.landing import landing_page
+from .web.responses import error_response
+
+log = logging.getLogger("enjournal")
+
+
+class Platform:
+    """Everything one running server holds, built once per process."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None,
+                 new_id: Callable[[], str] | None = None):
+        self.settings = settings
+        self.registry = Registry.default()
+        self.repo = open_repository(settings.database, self.registry, clock=clock, new_id=new_id)
+        self.resources = ResourceService(self.repo, self.registry, settings)
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+def build_app(settings: Settings, clock: Callable[[], int] | None = None,
+              new_id: Callable[[], str] | None = None, platform: Platform | None = None) -> Starlette:
+    platform = platform or Platform(settings, clock, new_id)
+    api = FhirApi(platform.resources, settings, capability_builder(platform.registry, settings))
+    landing = landing_page(platform.repo, api.base)
+
+    async def root(request: Request) -> Response:
+        if request.method == "POST":
+            return await api.transaction(request)
+        params = list(request.query_params.multi_items())
+        if params and any(k not in ("_format", "_pretty") for k, _ in params):
+            return api._search(request, None, params)
+        accept = request.headers.get("accept") or ""
+        if "html" in accept or not accept or "*/*" in accept and "json" not in accept:
+            return await landing(request)
+        return await api.metadata(request)
+
+    async def fhir_error(request: Request, exc: errors.FhirError) -> Response:
+        return error_response(exc, request.query_params.get("_pretty") == "true")
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404:
+            err: errors.FhirError = errors.NotFound(f"no such path: {request.url.path}", "url")
+        elif exc.status_code == 405:
+            err = errors.MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}", "url")
+        else:
+            err = errors.Invalid(str(exc.detail), "url")
+            err.status = exc.status_code
+        return error_response(err)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        err = errors.FhirError("internal error: the request was not completed; nothing was stored")
+        return error_response(err)
+
+    routes = [Route("/", root, methods=["GET", "HEAD", "POST"])] + api.routes()
+    app = Starlette(routes=routes, exception_handlers={
+        errors.FhirError: fhir_error, HTTPException: http_error, Exception: unexpected})
+    app.state.platform = platform
+    return app
+
+
+def asgi_factory() -> Starlette:
+    """Entry point for ``uvicorn --factory`` worker processes: settings from the environment."""
+    from .settings import load
+    return build_app(load())

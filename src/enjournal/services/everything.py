@@ -1,0 +1,78 @@
+"""``Patient/$everything`` (https://hl7.org/fhir/R4/patient-operation-everything.html):
+the patient, every resource in the patient's compartment, and the resources those refer
+to (practitioners, organisations, medications...), paged with ``_count``."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors
+from ..fhir import dates
+from ..fhir import query as fq
+from ..fhir.compartments import compartment_params
+from ..store import Page
+from .resources import ResourceService, SearchResult
+
+
+def everything(service: ResourceService, patient_id: str | None, params: list) -> SearchResult:
+    since = None
+    types: set[str] | None = None
+    count = service.settings.max_page_size
+    offset = 0
+    echo = []
+    for name, value in params:
+        if name == "_since":
+            rng = dates.parse_range(value)
+            if rng is None:
+                raise errors.Invalid(f"_since must be an instant, not '{value}'", "_since")
+            since = rng[0]
+        elif name == "_type":
+            types = {t for t in value.split(",") if t}
+            for t in types:
+                service.check_type(t)
+        elif name == "_count":
+            count = max(1, min(_int(value, "_count"), service.settings.max_page_size))
+            continue
+        elif name == "_offset":
+            offset = max(0, _int(value, "_offset"))
+            continue
+        elif name in ("_snapshot", "_format", "_pretty", "start", "end"):
+            continue
+        else:
+            raise errors.Invalid(f"unknown $everything parameter '{name}'", name)
+        echo.append((name, value))
+    if patient_id is None:
+        raise errors.NotSupported("Patient/$everything over all patients is not supported: use Bulk Data "
+                                  "$export, or Patient/[id]/$everything", "Patient")
+    keys = everything_keys(service, patient_id, since, types)
+    query = fq.SearchQuery("Patient", count=count, offset=offset, echo=echo)
+    page_keys = keys[offset:offset + count]
+    page = Page(page_keys, len(keys), offset + count < len(keys), 0)
+    return SearchResult(query, page, service.repo.load(page_keys))
+
+
+def everything_keys(service: ResourceService, patient_id: str, since: int | None, types: set | None) -> list:
+    """Keys of everything about the patient, the patient first, then in storage order."""
+    repo = service.repo
+    patient = service.read("Patient", patient_id)
+    allowed: dict[str, set] = {}
+    members = []
+    for rk, type_, pid, updated in repo.compartment_members("Patient", patient_id):
+        if type_ not in allowed:
+            urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
+            allowed[type_] = {repo.pid_of(p.url) for p in urls if p is not None}
+        if pid in allowed[type_]:
+            members.append((rk, type_, updated))
+    member_keys = list(dict.fromkeys(rk for rk, _, _ in members))
+    referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)])
+    keys = [repo.key_of("Patient", patient.id)] + member_keys
+    keys += [k for k in referenced if k not in set(keys)]
+    if since is not None or types is not None:
+        keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
+    return list(dict.fromkeys(keys))
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None

@@ -1,0 +1,350 @@
+"""The FHIR RESTful interactions on resources: read, vread, create, update, patch, delete,
+their conditional forms, search and history (https://hl7.org/fhir/R4/http.html).
+
+Every write goes through ``prepare()`` (structure, Norwegian identifiers, references) and
+runs inside a unit of work so it is atomic; transactions (``bundles.py``) reuse the
+``*_in`` functions with one unit for the whole Bundle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import jsonpatch
+import orjson
+
+from .. import errors
+from ..fhir import query as fq
+from ..fhir.references import iter_references, local_part, parse_relative
+from ..fhir.validation import validate_resource
+from ..settings import Settings
+from ..store import Page, Stored
+
+_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass
+class Outcome:
+    """What a write did: the stored version and whether it created the resource."""
+    stored: Stored
+    created: bool = False
+    unchanged: bool = False     # conditional create that found a match, or an update that changed nothing
+    resource: dict | None = None  # the resource as written (saves parsing the body again)
+
+
+@dataclass
+class SearchResult:
+    query: fq.SearchQuery
+    page: Page
+    matches: list
+    included: list = field(default_factory=list)
+
+
+class ResourceService:
+    def __init__(self, repo: Any, registry: Any, settings: Settings):
+        self.repo = repo
+        self.registry = registry
+        self.settings = settings
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, type: str, id: str) -> Stored:
+        self.check_type(type)
+        stored = self.repo.read(type, id)
+        if stored is None:
+            raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
+        if stored.deleted:
+            raise errors.Gone(f"{type}/{id} was deleted (version {stored.version})", f"{type}.id",
+                              headers={"ETag": f'W/"{stored.version}"'})
+        return stored
+
+    def vread(self, type: str, id: str, version: str) -> Stored:
+        self.check_type(type)
+        if not version.isdigit():
+            raise errors.NotFound(f"{type}/{id} has no version '{version}'", f"{type}.meta.versionId")
+        stored = self.repo.vread(type, id, int(version))
+        if stored is None:
+            raise errors.NotFound(f"{type}/{id} has no version {version}", f"{type}.meta.versionId")
+        if stored.deleted:
+            raise errors.Gone(f"version {version} of {type}/{id} is a deletion", f"{type}.meta.versionId")
+        return stored
+
+    def search(self, type: str | None, params: Iterable[tuple[str, str]], *, lenient: bool = False,
+               unit: Any = None, compartment: tuple | None = None) -> SearchResult:
+        """Search ``type`` (None: all types); ``compartment`` is (type, id, reference codes)
+        for a compartment search such as ``Patient/123/Observation``."""
+        if type is not None:
+            self.check_type(type)
+        query = fq.parse(type, params, self.registry, lenient=lenient,
+                         default_count=self.settings.default_page_size, max_count=self.settings.max_page_size)
+        if compartment is not None:
+            query.clauses.append(self._compartment_clause(type, *compartment))
+        source = unit if unit is not None else self.repo
+        page = source.search(query)
+        matches = source.load(page.keys)
+        included = []
+        if query.includes and page.keys:
+            included = self.repo.load(self.repo.includes(page.keys, query.includes, self.registry))
+        return SearchResult(query, page, matches, included)
+
+    def _compartment_clause(self, type: str, comp: str, cid: str, codes: tuple) -> fq.AnyOf:
+        clauses = []
+        for code in codes:
+            param = self.registry.get(type, code)
+            if param is not None and param.type == "reference":
+                clauses.append(fq.Leaf(type, param, None, (fq.RefQ(comp, cid),)))
+        return fq.AnyOf(tuple(clauses)) if clauses else fq.IdIn(())
+
+    def history(self, type: str | None, id: str | None, params: Iterable[tuple[str, str]]) -> tuple:
+        from ..fhir import dates
+        if type is not None:
+            self.check_type(type)
+        since = at = None
+        count, offset = self.settings.default_page_size, 0
+        for name, value in params:
+            if name == "_since":
+                rng = dates.parse_range(value)
+                if rng is None:
+                    raise errors.Invalid(f"_since must be an instant, not '{value}'", "_since")
+                since = rng[0]
+            elif name == "_at":
+                rng = dates.parse_range(value)
+                if rng is None:
+                    raise errors.Invalid(f"_at must be a date or dateTime, not '{value}'", "_at")
+                at = rng
+            elif name == "_count":
+                count = max(0, min(_int(value, "_count"), self.settings.max_page_size))
+            elif name == "_offset":
+                offset = max(0, _int(value, "_offset"))
+            elif name in ("_format", "_pretty"):
+                continue
+            else:
+                raise errors.Invalid(f"unknown history parameter '{name}'", name)
+        if id is not None:
+            self.read_any(type, id)
+        entries, total = self.repo.history(type, id, since, at, count, offset)
+        return entries, total, count, offset
+
+    def read_any(self, type: str, id: str) -> Stored:
+        stored = self.repo.read(type, id)
+        if stored is None:
+            raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
+        return stored
+
+    # -- writes (each its own unit of work) ---------------------------------------------
+
+    def create(self, type: str, resource: dict, if_none_exist: str | None = None) -> Outcome:
+        with self.repo.unit() as unit:
+            outcome = self.create_in(unit, type, resource, if_none_exist)
+            self.check_references(unit, [outcome])
+        return outcome
+
+    def update(self, type: str, id: str, resource: dict, if_match: int | None = None) -> Outcome:
+        with self.repo.unit() as unit:
+            outcome = self.update_in(unit, type, id, resource, if_match)
+            self.check_references(unit, [outcome])
+        return outcome
+
+    def conditional_update(self, type: str, criteria: str, resource: dict, if_match: int | None = None) -> Outcome:
+        with self.repo.unit() as unit:
+            outcome = self.conditional_update_in(unit, type, criteria, resource, if_match)
+            self.check_references(unit, [outcome])
+        return outcome
+
+    def patch(self, type: str, id: str, patch: Any, if_match: int | None = None) -> Outcome:
+        with self.repo.unit() as unit:
+            outcome = self.patch_in(unit, type, id, patch, if_match)
+            self.check_references(unit, [outcome])
+        return outcome
+
+    def delete(self, type: str, id: str, if_match: int | None = None) -> Outcome | None:
+        with self.repo.unit() as unit:
+            return self.delete_in(unit, type, id, if_match)
+
+    def conditional_delete(self, type: str, criteria: str) -> list[Outcome]:
+        with self.repo.unit() as unit:
+            return self.conditional_delete_in(unit, type, criteria)
+
+    # -- writes inside a given unit ------------------------------------------------------
+
+    def create_in(self, unit: Any, type: str, resource: dict, if_none_exist: str | None = None,
+                  id: str | None = None, expression: str = "") -> Outcome:
+        self.check_type(type)
+        if if_none_exist:
+            found = self.match(unit, type, if_none_exist, "If-None-Exist")
+            if len(found) == 1:
+                return Outcome(found[0], created=False, unchanged=True)
+            if len(found) > 1:
+                raise errors.MultipleMatches(f"If-None-Exist '{if_none_exist}' matches {len(found)} {type} "
+                                             "resources", "If-None-Exist")
+        resource = self.prepare(type, resource, None, expression)
+        new_id = id or unit.fresh_id()
+        return Outcome(unit.put(type, new_id, resource, "POST"), created=True, resource=resource)
+
+    def update_in(self, unit: Any, type: str, id: str, resource: dict, if_match: int | None = None,
+                  expression: str = "") -> Outcome:
+        self.check_type(type)
+        self.check_id(id, expression or f"{type}.id")
+        resource = self.prepare(type, resource, id, expression)
+        current = unit.read(type, id)
+        if if_match is None and current is not None and not current.deleted and current.body is not None:
+            old = orjson.loads(current.body)
+            if _same_content(old, resource):
+                return Outcome(current, created=False, unchanged=True)
+        stored = unit.put(type, id, resource, "PUT", expected_version=if_match)
+        return Outcome(stored, created=current is None or current.deleted, resource=resource)
+
+    def conditional_update_in(self, unit: Any, type: str, criteria: str, resource: dict,
+                              if_match: int | None = None, expression: str = "") -> Outcome:
+        found = self.match(unit, type, criteria, "criteria")
+        if len(found) > 1:
+            raise errors.MultipleMatches(f"conditional update '{criteria}' matches {len(found)} {type} resources")
+        body_id = resource.get("id") if isinstance(resource, dict) else None
+        if not found:
+            return self.create_in(unit, type, resource, None, id=body_id, expression=expression)
+        existing = found[0]
+        if body_id is not None and body_id != existing.id:
+            raise errors.Invalid(f"resource id '{body_id}' does not match {type}/{existing.id} found by "
+                                 f"'{criteria}'", f"{type}.id")
+        if body_id is None and isinstance(resource, dict):
+            resource = dict(resource, id=existing.id)
+        return self.update_in(unit, type, existing.id, resource, if_match, expression)
+
+    def patch_in(self, unit: Any, type: str, id: str, patch: Any, if_match: int | None = None,
+                 expression: str = "") -> Outcome:
+        self.check_type(type)
+        current = unit.read(type, id)
+        if current is None:
+            raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
+        if current.deleted:
+            raise errors.Gone(f"{type}/{id} was deleted", f"{type}.id")
+        resource = apply_json_patch(orjson.loads(current.body), patch)
+        if resource.get("resourceType") != type or resource.get("id") != id:
+            raise errors.Unprocessable("a patch may not change resourceType or id", f"{type}.id")
+        resource = self.prepare(type, resource, id, expression)
+        expected = if_match if if_match is not None else current.version
+        return Outcome(unit.put(type, id, resource, "PATCH", expected_version=expected), resource=resource)
+
+    def delete_in(self, unit: Any, type: str, id: str, if_match: int | None = None) -> Outcome | None:
+        self.check_type(type)
+        current = unit.read(type, id)
+        if current is None or current.deleted:
+            return None      # deleting what is not there succeeds (idempotent)
+        return Outcome(unit.put(type, id, None, "DELETE", expected_version=if_match))
+
+    def conditional_delete_in(self, unit: Any, type: str, criteria: str) -> list[Outcome]:
+        found = self.match(unit, type, criteria, "criteria", limit=1000)
+        return [Outcome(unit.put(type, s.id, None, "DELETE")) for s in found]
+
+    def match(self, unit: Any, type: str, criteria: str, where: str, limit: int = 2) -> list[Stored]:
+        """Current resources of ``type`` matching a query string (conditional interactions)."""
+        from urllib.parse import parse_qsl
+        criteria = criteria.split("?", 1)[1] if "?" in criteria else criteria
+        params = parse_qsl(criteria, keep_blank_values=True)
+        if not any(not name.startswith("_") or name in ("_id", "_lastUpdated", "_tag", "_profile",
+                                                        "_security", "_has") for name, _ in params):
+            raise errors.Invalid(f"{where} '{criteria}' has no search criteria", where)
+        query = fq.parse(type, params, self.registry, default_count=limit, max_count=limit)
+        query.count = limit
+        page = unit.search(query)
+        return unit.load(page.keys)
+
+    # -- validation --------------------------------------------------------------------
+
+    def check_type(self, type: str) -> None:
+        if type not in self.registry.resource_types():
+            raise errors.NotFound(f"'{type}' is not a FHIR R4 resource type", "resourceType")
+
+    @staticmethod
+    def check_id(id: str, expression: str) -> None:
+        if not id or len(id) > 64 or not set(id) <= _ID_CHARS:
+            raise errors.Invalid(f"'{id}' is not a valid id (1-64 of A-Z a-z 0-9 - .)", expression)
+
+    def prepare(self, type: str, resource: Any, id: str | None, expression: str = "") -> dict:
+        """Check a resource before it is written; returns it ready to store."""
+        where = expression or type
+        if not isinstance(resource, dict):
+            raise errors.Invalid("the body must be a JSON object (a FHIR resource)", where)
+        actual = resource.get("resourceType")
+        if actual != type:
+            raise errors.Invalid(f"resourceType '{actual}' does not match the URL's type '{type}'",
+                                 f"{where}.resourceType" if expression else "resourceType")
+        body_id = resource.get("id")
+        if id is not None and body_id != id:
+            if body_id is None:
+                raise errors.Invalid(f"the resource has no id, but the URL names {type}/{id}", f"{type}.id")
+            raise errors.Invalid(f"id '{body_id}' in the body does not match the URL's id '{id}'", f"{type}.id")
+        if id is None and body_id is not None:
+            resource = {k: v for k, v in resource.items() if k != "id"}  # the server assigns ids on create
+        issues = validate_resource(resource, allow_synthetic=self.settings.allow_synthetic_ids,
+                                   strict=self.settings.strict_validation)
+        issues = [i for i in issues if i.severity in ("error", "fatal")]
+        if issues:
+            if expression:
+                for issue in issues:
+                    issue.expression = tuple(f"{expression}.resource.{e}" if not e.startswith(expression)
+                                             else e for e in issue.expression) or (expression,)
+            raise errors.Invalid(f"{type} is not valid: {issues[0].diagnostics}", issues=issues)
+        return resource
+
+    def check_references(self, unit: Any, outcomes: list[Outcome], base_urls: tuple[str, ...] = ()) -> None:
+        """Every relative literal reference in the written resources must resolve (setting
+        ``validate_references``); checked after all writes of a unit so a transaction may
+        refer forward to its own entries."""
+        if not self.settings.validate_references:
+            return
+        cache: dict[tuple[str, str], bool] = {}
+        for index, outcome in enumerate(outcomes):
+            if outcome.unchanged or outcome.stored.body is None:
+                continue
+            resource = outcome.resource or orjson.loads(outcome.stored.body)
+            contained = {"#" + c.get("id", "") for c in resource.get("contained", []) if isinstance(c, dict)}
+            for path, ref in iter_references(resource):
+                value = local_part(ref["reference"], base_urls)
+                if value.startswith("#"):
+                    if value != "#" and value not in contained:
+                        raise errors.Unprocessable(f"contained reference '{value}' not found",
+                                                   f"{outcome.stored.type}.{path}")
+                    continue
+                parsed = parse_relative(value)
+                if parsed is None:
+                    continue         # absolute, urn: or logical references are not ours to resolve
+                rtype, rid, _ = parsed
+                if rtype not in self.registry.resource_types():
+                    raise errors.Unprocessable(f"reference '{value}' names an unknown resource type",
+                                               f"{outcome.stored.type}.{path}")
+                key = (rtype, rid)
+                if key not in cache:
+                    cache[key] = unit.exists(rtype, rid)
+                if not cache[key]:
+                    raise errors.Unprocessable(f"reference '{value}' does not resolve: no such resource on this "
+                                               "server", f"{outcome.stored.type}.{path}")
+
+
+def apply_json_patch(resource: dict, patch: Any) -> dict:
+    """Apply an RFC 6902 JSON Patch (https://hl7.org/fhir/R4/http.html#patch)."""
+    if not isinstance(patch, list):
+        raise errors.Invalid("a JSON Patch must be a JSON array of operations", "Patch")
+    try:
+        return jsonpatch.apply_patch(resource, patch)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise errors.Unprocessable(f"JSON Patch test failed: {exc}", "Patch") from None
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+        raise errors.Invalid(f"JSON Patch cannot be applied: {exc}", "Patch") from None
+
+
+def _same_content(old: dict, new: dict) -> bool:
+    """True when an update would change nothing but meta (no new version is made)."""
+    strip = ("meta",)
+    a = {k: v for k, v in old.items() if k not in strip}
+    b = {k: v for k, v in new.items() if k not in strip}
+    old_meta = {k: v for k, v in (old.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    new_meta = {k: v for k, v in (new.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    return a == b and old_meta == new_meta
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None

@@ -1,0 +1,103 @@
+"""Every setting of the platform, declared once.
+
+The CLI flags, the ``ENJOURNAL_*`` environment reader and the documentation test all read
+``SETTINGS``. A value comes from (lowest to highest precedence): the default, the
+environment (``ENJOURNAL_<NAME>``), then an explicit override (a CLI flag).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "ENJOURNAL_" + self.name.upper()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("database", str, "sqlite:///enjournal.db",
+            "Database URL: sqlite:///PATH (relative) or sqlite:////abs/PATH"),
+    Setting("host", str, "127.0.0.1", "Interface the HTTP server listens on"),
+    Setting("port", int, 8080, "Port the HTTP server listens on"),
+    Setting("workers", int, 1, "HTTP worker processes (each opens its own database connections)"),
+    Setting("base_url", str, "",
+            "Public base URL used in Bundle links and Location headers (default: from the request)"),
+    Setting("max_body_bytes", int, 64 * 2**20, "Largest request body accepted, in bytes"),
+    Setting("max_bundle_entries", int, 20000, "Most entries accepted in one batch or transaction Bundle"),
+    Setting("default_page_size", int, 20, "Search page size when _count is not given"),
+    Setting("max_page_size", int, 1000, "Largest _count honoured; larger values are capped"),
+    Setting("validate_references", _bool, True,
+            "Reject writes whose literal references to this server do not resolve"),
+    Setting("allow_synthetic_ids", _bool, True,
+            "Accept Skatteetaten's synthetic fødselsnummer (month + 80) as valid identifiers"),
+    Setting("strict_validation", _bool, True,
+            "Reject resources with structural errors against FHIR R4 (unknown elements, wrong types)"),
+    Setting("feed_poll_seconds", float, 0.5, "How often change-feed consumers poll for new entries"),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: str = "sqlite:///enjournal.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    base_url: str = ""
+    max_body_bytes: int = 64 * 2**20
+    max_bundle_entries: int = 20000
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    validate_references: bool = True
+    allow_synthetic_ids: bool = True
+    strict_validation: bool = True
+    feed_poll_seconds: float = 0.5
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, **clean)
+
+
+def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then ``ENJOURNAL_*`` environment variables, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if setting.name == "database" and raw is None:
+            raw = environ.get("ENJOURNAL_DATABASE_URL")
+        if raw is not None:
+            try:
+                values[setting.name] = setting.type(raw)
+            except ValueError as exc:
+                raise SystemExit(f"{setting.env}: {exc}") from None
+    return Settings(**values).with_overrides(**overrides)
+
+
+def _check_consistency() -> None:
+    declared = {f.name for f in fields(Settings)}
+    assert declared == set(_BY_NAME), declared ^ set(_BY_NAME)
+    for f in fields(Settings):
+        assert f.default == _BY_NAME[f.name].default, f.name
+
+
+_check_consistency()

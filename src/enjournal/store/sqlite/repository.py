@@ -1,0 +1,457 @@
+"""The Repository on an embedded SQLite file.
+
+Concurrency: one writer connection per process behind a lock, and ``BEGIN IMMEDIATE`` so a
+unit of work holds the database's write lock from its first read: a conditional create's
+search and insert are atomic even across worker processes. Readers use a connection per
+thread in WAL mode and never block the writer.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from ... import errors
+from ...fhir import dates
+from ...fhir import query as q
+from .. import FeedEntry, Page, Stored, iter_chunks
+from .rows import INSERT_SQL, add_rows
+from .schema import INDEX_TABLES, migrate
+from .search import SqlBuilder
+
+_COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
+_READ_SQL = ("SELECT r.version, r.updated, r.deleted, h.body, r.seq FROM res r JOIN hist h ON h.seq = r.seq "
+             "WHERE r.type = ? AND r.id = ?")
+
+
+def _path_of(url: str) -> str:
+    if not url.startswith("sqlite:"):
+        raise errors.Invalid(f"not a SQLite URL: {url}")
+    path = url[len("sqlite:"):]
+    if path.startswith("///"):
+        path = path[3:]
+    elif path.startswith("//"):
+        path = path[2:]
+    return path or ":memory:"
+
+
+class SqliteRepository:
+    def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
+                 new_id: Callable[[], str] | None = None, synchronous: str = "FULL"):
+        self.path = _path_of(url)
+        if self.path == ":memory:":
+            raise errors.Invalid("an in-memory SQLite database cannot be shared; give a file path")
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        self.registry = registry
+        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self.new_id = new_id or (lambda: str(uuid.uuid4()))
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._writer = self._connect()
+        migrate(self._writer)
+        self._pids: dict[str, int] = dict(self._writer.execute("SELECT url, pid FROM sp").fetchall())
+        self._last_updated = 0
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               cached_statements=1024, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA mmap_size=1073741824")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def pid_of(self, url: str) -> int | None:
+        pid = self._pids.get(url)
+        if pid is None:
+            row = self._reader().execute("SELECT pid FROM sp WHERE url = ?", (url,)).fetchone()
+            if row:
+                pid = self._pids[url] = row[0]
+        return pid
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, type: str, id: str) -> Stored | None:
+        return _read(self._reader(), type, id)
+
+    def vread(self, type: str, id: str, version: int) -> Stored | None:
+        row = self._reader().execute(
+            "SELECT h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method FROM res r "
+            "JOIN hist h ON h.rk = r.rk AND h.version = ? WHERE r.type = ? AND r.id = ?",
+            (version, type, id)).fetchone()
+        if row is None:
+            return None
+        return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+
+    def search(self, query: q.SearchQuery) -> Page:
+        return _search(self._reader(), self.pid_of, self.clock(), query)
+
+    def count(self, query: q.SearchQuery) -> int:
+        return _count(self._reader(), self.pid_of, self.clock(), query)
+
+    def load(self, keys: list) -> list[Stored]:
+        return _load(self._reader(), keys)
+
+    def includes(self, keys: list, includes: list, registry: Any) -> list:
+        return _includes(self._reader(), self.pid_of, keys, includes)
+
+    def referrers(self, type: str, id: str, types: tuple[str, ...] | None = None) -> list:
+        """Keys of current resources that refer to ``type/id`` through any reference parameter."""
+        sql = ("SELECT DISTINCT x.rk FROM ix_ref x JOIN res r ON r.rk = x.rk "
+               "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0")
+        args: list = [id, type]
+        if types:
+            sql += f" AND r.type IN ({','.join('?' * len(types))})"
+            args.extend(types)
+        return [row[0] for row in self._reader().execute(sql + " ORDER BY x.rk", args)]
+
+    def key_of(self, type: str, id: str) -> int | None:
+        row = self._reader().execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
+        return row[0] if row else None
+
+    def compartment_members(self, type: str, id: str) -> list[tuple[int, str, int, int]]:
+        """(key, type, parameter id, updated) for each current resource referring to ``type/id``."""
+        return self._reader().execute(
+            "SELECT x.rk, r.type, x.pid, r.updated FROM ix_ref x JOIN res r ON r.rk = x.rk "
+            "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0 ORDER BY x.rk", (id, type)).fetchall()
+
+    def referenced(self, keys: list) -> list:
+        """Keys of current resources that the resources ``keys`` refer to."""
+        out: list = []
+        conn = self._reader()
+        for chunk in iter_chunks(keys, 900):
+            rows = conn.execute(
+                f"SELECT DISTINCT t.rk FROM ix_ref x JOIN res t ON t.id = x.tid AND t.type = x.ttype "
+                f"WHERE x.rk IN ({','.join('?' * len(chunk))}) AND t.deleted = 0", chunk)
+            out.extend(row[0] for row in rows)
+        return sorted(set(out))
+
+    def filter_keys(self, keys: list, since: int | None, types: tuple | None) -> list:
+        """The keys whose resources changed at or after ``since`` and are of one of ``types``."""
+        keep: set = set()
+        conn = self._reader()
+        for chunk in iter_chunks(keys, 900):
+            sql = f"SELECT rk FROM res WHERE rk IN ({','.join('?' * len(chunk))})"
+            args = list(chunk)
+            if since is not None:
+                sql += " AND updated >= ?"
+                args.append(since)
+            if types is not None:
+                sql += f" AND type IN ({','.join('?' * len(types))})"
+                args.extend(types)
+            keep.update(row[0] for row in conn.execute(sql, args))
+        return [k for k in keys if k in keep]
+
+    def history(self, type: str | None, id: str | None, since: int | None, at: tuple[int, int] | None,
+                count: int, offset: int) -> tuple[list[Stored], int]:
+        conds, args = [], []
+        if type is not None:
+            conds.append("r.type = ?")
+            args.append(type)
+        if id is not None:
+            conds.append("r.id = ?")
+            args.append(id)
+        if since is not None:
+            conds.append("h.updated >= ?")
+            args.append(since)
+        if at is not None:
+            conds.append("h.updated <= ? AND NOT EXISTS (SELECT 1 FROM hist h2 WHERE h2.rk = h.rk "
+                         "AND h2.version > h.version AND h2.updated <= ?)")
+            args.extend([at[1], at[0]])
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        conn = self._reader()
+        total = conn.execute(f"SELECT COUNT(*) FROM hist h JOIN res r ON r.rk = h.rk{where}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT r.type, r.id, h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method "
+            f"FROM hist h JOIN res r ON r.rk = h.rk{where} ORDER BY h.seq DESC LIMIT ? OFFSET ?",
+            args + [count, offset]).fetchall()
+        return [Stored(t, i, v, u, bool(d), b, s, m) for t, i, v, u, d, b, s, m in rows], total
+
+    def feed(self, after: int, limit: int) -> list[FeedEntry]:
+        return _feed(self._reader(), after, limit)
+
+    def cursor(self, name: str) -> int:
+        row = self._reader().execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def is_empty(self) -> bool:
+        return self._reader().execute("SELECT 1 FROM res LIMIT 1").fetchone() is None
+
+    def type_counts(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT type, COUNT(*) FROM res WHERE deleted = 0 GROUP BY type")
+        return dict(rows.fetchall())
+
+    # -- writes ------------------------------------------------------------------------
+
+    @contextmanager
+    def unit(self) -> Iterator["SqliteUnit"]:
+        """One atomic transaction: commits when the block ends, rolls back on any exception."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            unit = SqliteUnit(self, conn)
+            try:
+                yield unit
+                unit.flush()
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._pids = {k: v for k, v in self._pids.items() if v not in unit.new_pids}
+                raise
+            self._last_updated = max(self._last_updated, unit.last_updated)
+
+    def _pid_for_write(self, conn: sqlite3.Connection, url: str, unit: "SqliteUnit") -> int:
+        pid = self._pids.get(url)
+        if pid is None:
+            row = conn.execute("SELECT pid FROM sp WHERE url = ?", (url,)).fetchone()
+            if row:
+                pid = row[0]
+            else:
+                pid = conn.execute("INSERT INTO sp (url) VALUES (?)", (url,)).lastrowid
+                unit.new_pids.add(pid)
+            self._pids[url] = pid
+        return pid
+
+
+class SqliteUnit:
+    """Reads and writes inside one ``BEGIN IMMEDIATE`` transaction. Index rows are buffered
+    and written with ``executemany`` before any search in the unit and at commit."""
+
+    def __init__(self, repo: SqliteRepository, conn: sqlite3.Connection):
+        self.repo = repo
+        self.conn = conn
+        self.pending: dict[str, list] = defaultdict(list)
+        self.new_pids: set[int] = set()
+        self.last_updated = 0
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM hist").fetchone()
+        self.tx = row[0] + 1
+        self._param_urls: dict[tuple[str, str], str] = {}
+
+    def fresh_id(self) -> str:
+        return self.repo.new_id()
+
+    def now(self) -> int:
+        now = max(self.repo.clock(), self.repo._last_updated, self.last_updated)
+        self.last_updated = now
+        return now
+
+    def read(self, type: str, id: str) -> Stored | None:
+        return _read(self.conn, type, id)
+
+    def exists(self, type: str, id: str) -> bool:
+        row = self.conn.execute("SELECT deleted FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
+        return row is not None and not row[0]
+
+    def search(self, query: q.SearchQuery) -> Page:
+        self.flush()
+        return _search(self.conn, self.repo.pid_of, self.repo.clock(), query)
+
+    def load(self, keys: list) -> list[Stored]:
+        return _load(self.conn, keys)
+
+    def put(self, type: str, id: str, resource: dict | None, method: str,
+            expected_version: int | None = None) -> Stored:
+        """Write a new version of ``type/id`` (``resource`` None deletes). The resource's
+        ``meta.versionId`` and ``meta.lastUpdated`` are set here. Raises PreconditionFailed
+        when ``expected_version`` is given and is not the current version."""
+        conn = self.conn
+        row = conn.execute("SELECT rk, version, deleted FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
+        if expected_version is not None:
+            current = row[1] if row and not row[2] else None
+            if current != expected_version:
+                raise errors.PreconditionFailed(
+                    f"{type}/{id} is at version {current if current is not None else 'none'}, "
+                    f"not {expected_version} (If-Match)")
+        version = row[1] + 1 if row else 1
+        updated = self.now()
+        body = None
+        if resource is not None:
+            meta = dict(resource.get("meta") or {})
+            meta["versionId"] = str(version)
+            meta["lastUpdated"] = dates.to_instant(updated)
+            resource["meta"] = meta
+            resource["id"] = id
+            body = orjson.dumps(resource)
+        if row is None:
+            rk = conn.execute("INSERT INTO res (type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?)",
+                              (type, id, version, 0, updated, resource is None)).lastrowid
+        else:
+            rk = row[0]
+            if not row[2]:
+                self._unindex(rk)
+        seq = conn.execute("INSERT INTO hist (rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?)",
+                           (rk, version, updated, method, self.tx, body)).lastrowid
+        conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = ? WHERE rk = ?",
+                     (version, seq, updated, resource is None, rk))
+        if resource is not None:
+            self._index(rk, type, resource)
+        return Stored(type, id, version, updated, resource is None, body, seq, method)
+
+    def _index(self, rk: int, type: str, resource: dict) -> None:
+        registry = self.repo.registry
+        urls = self._param_urls
+        pending = self.pending
+        for code, value in registry.extract(resource):
+            if code in _COLUMN_PARAMS:
+                continue
+            url = urls.get((type, code))
+            if url is None:
+                param = registry.get(type, code)
+                url = urls[(type, code)] = param.url if param is not None else f"{type}.{code}"
+            add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value)
+
+    def _unindex(self, rk: int) -> None:
+        self.flush()
+        for table in INDEX_TABLES:
+            self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
+
+    def flush(self) -> None:
+        for table, rows in self.pending.items():
+            if rows:
+                self.conn.executemany(INSERT_SQL[table], rows)
+        self.pending.clear()
+
+    def get_cursor(self, name: str) -> int:
+        row = self.conn.execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def feed(self, after: int, limit: int) -> list[FeedEntry]:
+        self.flush()
+        return _feed(self.conn, after, limit)
+
+    def set_cursor(self, name: str, seq: int) -> None:
+        self.conn.execute("INSERT INTO cursor (name, seq) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
+
+
+# -- shared query helpers (used by the repository and by units) ----------------------------
+
+def _read(conn: sqlite3.Connection, type: str, id: str) -> Stored | None:
+    row = conn.execute(_READ_SQL, (type, id)).fetchone()
+    if row is None:
+        return None
+    return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4])
+
+
+def _feed(conn: sqlite3.Connection, after: int, limit: int) -> list[FeedEntry]:
+    rows = conn.execute(
+        "SELECT h.seq, r.type, r.id, h.version, h.method, h.updated, h.tx FROM hist h "
+        "JOIN res r ON r.rk = h.rk WHERE h.seq > ? ORDER BY h.seq LIMIT ?", (after, limit)).fetchall()
+    return [FeedEntry(*row) for row in rows]
+
+
+def _search(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery) -> Page:
+    builder = SqlBuilder(pid_of, now_ms)
+    where, args = builder.where(query)
+    snapshot = query.snapshot
+    if snapshot is None:
+        snapshot = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0]
+    where += " AND r.rk <= ?"
+    args.append(snapshot)
+    total = None
+    if query.count == 0 or query.summary == "count":
+        total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
+        return Page([], total, False, snapshot)
+    order, order_args = builder.order_by(query)
+    rows = conn.execute(f"SELECT r.rk FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                        args + order_args + [query.count + 1, query.offset]).fetchall()
+    has_more = len(rows) > query.count
+    keys = [row[0] for row in rows[:query.count]]
+    if query.total in ("accurate", "estimate"):
+        total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
+    elif not has_more:
+        total = query.offset + len(keys) if (keys or query.offset == 0) else None
+    return Page(keys, total, has_more, snapshot)
+
+
+def _count(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery) -> int:
+    where, args = SqlBuilder(pid_of, now_ms).where(query)
+    return conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
+
+
+def _load(conn: sqlite3.Connection, keys: list) -> list[Stored]:
+    found: dict[int, Stored] = {}
+    for chunk in iter_chunks(keys, 500):
+        rows = conn.execute(
+            f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq FROM res r "
+            f"JOIN hist h ON h.seq = r.seq WHERE r.rk IN ({','.join('?' * len(chunk))})", chunk)
+        for rk, t, i, v, u, d, b, s in rows:
+            found[rk] = Stored(t, i, v, u, bool(d), b, s)
+    return [found[k] for k in keys if k in found]
+
+
+def _includes(conn: sqlite3.Connection, pid_of, keys: list, includes: list) -> list:
+    """Keys of resources that ``_include``/``_revinclude`` add to a page (iterating where asked)."""
+    seen = set(keys)
+    added: list = []
+    frontier = list(keys)
+    first = True
+    for _round in range(5):
+        new: list = []
+        for inc in includes:
+            if not first and not inc.iterate:
+                continue
+            new.extend(_include_once(conn, pid_of, frontier, inc))
+        fresh = [k for k in dict.fromkeys(new) if k not in seen]
+        if not fresh:
+            break
+        seen.update(fresh)
+        added.extend(fresh)
+        frontier = fresh
+        first = False
+        if not any(inc.iterate for inc in includes):
+            break
+    return added
+
+
+def _include_once(conn: sqlite3.Connection, pid_of, keys: list, inc: q.Include) -> list:
+    out: list = []
+    pid = pid_of(inc.param.url) if inc.param is not None else None
+    if inc.param is not None and pid is None:
+        return out
+    for chunk in iter_chunks(keys, 500):
+        marks = ",".join("?" * len(chunk))
+        if not inc.reverse:
+            sql = (f"SELECT t.rk FROM ix_ref x JOIN res s ON s.rk = x.rk JOIN res t ON t.type = x.ttype "
+                   f"AND t.id = x.tid WHERE x.rk IN ({marks}) AND s.type = ? AND t.deleted = 0")
+            args = list(chunk) + [inc.source_type]
+        else:
+            sql = (f"SELECT s.rk FROM res t JOIN ix_ref x ON x.tid = t.id AND x.ttype = t.type "
+                   f"JOIN res s ON s.rk = x.rk WHERE t.rk IN ({marks}) AND s.type = ? AND s.deleted = 0")
+            args = list(chunk) + [inc.source_type]
+        if pid is not None:
+            sql += " AND x.pid = ?"
+            args.append(pid)
+        if inc.target_type is not None:
+            sql += " AND t.type = ?"
+            args.append(inc.target_type)
+        out.extend(row[0] for row in conn.execute(sql, args))
+    return out

@@ -1,0 +1,81 @@
+"""Turn extracted index values (``fhir.index_values``) into rows of the ``ix_*`` tables."""
+from __future__ import annotations
+
+from ...fhir.index_values import (Composite, DateRange, IdentifierOfType, Number, Quantity, Reference,
+                                  String, Token, Uri)
+
+INSERT_SQL = {
+    "ix_str": "INSERT INTO ix_str (pid, norm, exact, rk) VALUES (?,?,?,?)",
+    "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk) VALUES (?,?,?,?,?)",
+    "ix_oft": "INSERT INTO ix_oft (pid, tsys, tcode, value, rk) VALUES (?,?,?,?,?)",
+    "ix_date": "INSERT INTO ix_date (pid, lo, hi, rk) VALUES (?,?,?,?)",
+    "ix_num": "INSERT INTO ix_num (pid, v, lo, hi, sys, code, unit, rk) VALUES (?,?,?,?,?,?,?,?)",
+    "ix_ref": "INSERT INTO ix_ref (pid, ttype, tid, url, rk) VALUES (?,?,?,?,?)",
+    "ix_uri": "INSERT INTO ix_uri (pid, uri, rk) VALUES (?,?,?)",
+    "ix_comp": "INSERT INTO ix_comp (pid, a_sys, a_code, b_sys, b_code, b_lo, b_hi, rk) VALUES (?,?,?,?,?,?,?,?)",
+}
+
+# which table a search-parameter type's values live in (for :missing and sorting)
+TABLE_OF_TYPE = {
+    "string": "ix_str", "token": "ix_tok", "date": "ix_date", "number": "ix_num",
+    "quantity": "ix_num", "reference": "ix_ref", "uri": "ix_uri", "composite": "ix_comp",
+}
+
+
+def add_rows(pending: dict[str, list], pid: int, rk: int, value: object) -> None:
+    """Append the row(s) for one index value to ``pending`` (table name -> list of tuples)."""
+    cls = type(value)
+    if cls is Token:
+        pending["ix_tok"].append((pid, value.system, value.code, value.text, rk))
+    elif cls is String:
+        pending["ix_str"].append((pid, value.norm, value.exact, rk))
+    elif cls is Reference:
+        pending["ix_ref"].append((pid, value.type, value.id, value.url, rk))
+    elif cls is DateRange:
+        pending["ix_date"].append((pid, value.lo, value.hi, rk))
+    elif cls is Quantity:
+        pending["ix_num"].append((pid, value.value, value.lo, value.hi, value.system, value.code, value.unit, rk))
+    elif cls is Number:
+        pending["ix_num"].append((pid, value.value, value.lo, value.hi, None, None, None, rk))
+    elif cls is Uri:
+        pending["ix_uri"].append((pid, value.uri, rk))
+    elif cls is IdentifierOfType:
+        pending["ix_oft"].append((pid, value.type_system, value.type_code, value.value, rk))
+    elif cls is Composite:
+        _composite_rows(pending["ix_comp"], pid, rk, value)
+
+
+def _composite_rows(out: list, pid: int, rk: int, value: Composite) -> None:
+    """Two-component composites (all but a handful in R4) as (a, b) pairs."""
+    if len(value.parts) != 2:
+        return
+    for first in value.parts[0]:
+        a_sys, a_code = _key(first)
+        if a_code is None:
+            continue
+        for second in value.parts[1]:
+            b_sys, b_code, lo, hi = _second(second)
+            out.append((pid, a_sys, a_code, b_sys, b_code, lo, hi, rk))
+
+
+def _key(value: object) -> tuple[str | None, str | None]:
+    cls = type(value)
+    if cls is Token:
+        return value.system, value.code
+    if cls is Reference:
+        return value.type, value.id or value.url
+    if cls is Uri:
+        return None, value.uri
+    if cls is String:
+        return None, value.norm
+    return None, None
+
+
+def _second(value: object) -> tuple:
+    cls = type(value)
+    if cls is Quantity:
+        return value.system, value.code, value.lo, value.hi
+    if cls in (Number, DateRange):
+        return None, None, value.lo, value.hi
+    sys_, code = _key(value)
+    return sys_, code, None, None

@@ -1,0 +1,91 @@
+"""SQLite schema, created and upgraded by numbered migrations (``PRAGMA user_version``).
+
+Layout (learned from Blaze and HAPI, see docs/decisions/0001-storage-layout.md):
+
+- ``res``: one row per resource, the current version's pointer (``seq``) and a small
+  integer key ``rk`` that every index row uses.
+- ``hist``: every version ever written, in commit order. Its ``seq`` is the change feed.
+- ``ix_*``: one table per search-parameter type, keyed by the parameter id ``pid`` and the
+  value, so most predicates are one indexed range or equality.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: resources, history (= change feed), search indexes, feed cursors
+    """
+    CREATE TABLE res (
+        rk INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX res_type_id ON res(type, id);
+    CREATE TABLE hist (
+        seq INTEGER PRIMARY KEY,
+        rk INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        tx INTEGER NOT NULL,
+        body BLOB
+    );
+    CREATE UNIQUE INDEX hist_rk_version ON hist(rk, version);
+    CREATE INDEX hist_updated ON hist(updated);
+    CREATE TABLE sp (pid INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE);
+    CREATE TABLE ix_str (pid INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL, rk INTEGER NOT NULL);
+    CREATE INDEX ix_str_v ON ix_str(pid, norm);
+    CREATE INDEX ix_str_rk ON ix_str(rk);
+    CREATE TABLE ix_tok (pid INTEGER NOT NULL, sys TEXT, code TEXT, text TEXT, rk INTEGER NOT NULL);
+    CREATE INDEX ix_tok_v ON ix_tok(pid, code, sys);
+    CREATE INDEX ix_tok_rk ON ix_tok(rk);
+    CREATE TABLE ix_oft (pid INTEGER NOT NULL, tsys TEXT, tcode TEXT NOT NULL, value TEXT NOT NULL, rk INTEGER NOT NULL);
+    CREATE INDEX ix_oft_v ON ix_oft(pid, value, tcode);
+    CREATE INDEX ix_oft_rk ON ix_oft(rk);
+    CREATE TABLE ix_date (pid INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, rk INTEGER NOT NULL);
+    CREATE INDEX ix_date_v ON ix_date(pid, lo, hi);
+    CREATE INDEX ix_date_rk ON ix_date(rk);
+    CREATE TABLE ix_num (pid INTEGER NOT NULL, v REAL NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL,
+                         sys TEXT, code TEXT, unit TEXT, rk INTEGER NOT NULL);
+    CREATE INDEX ix_num_v ON ix_num(pid, v);
+    CREATE INDEX ix_num_rk ON ix_num(rk);
+    CREATE TABLE ix_ref (pid INTEGER NOT NULL, ttype TEXT, tid TEXT, url TEXT, rk INTEGER NOT NULL);
+    CREATE INDEX ix_ref_v ON ix_ref(tid, ttype, pid);
+    CREATE INDEX ix_ref_url ON ix_ref(url) WHERE url IS NOT NULL;
+    CREATE INDEX ix_ref_rk ON ix_ref(rk);
+    CREATE TABLE ix_uri (pid INTEGER NOT NULL, uri TEXT NOT NULL, rk INTEGER NOT NULL);
+    CREATE INDEX ix_uri_v ON ix_uri(pid, uri);
+    CREATE INDEX ix_uri_rk ON ix_uri(rk);
+    CREATE TABLE ix_comp (pid INTEGER NOT NULL, a_sys TEXT, a_code TEXT, b_sys TEXT, b_code TEXT,
+                          b_lo REAL, b_hi REAL, rk INTEGER NOT NULL);
+    CREATE INDEX ix_comp_v ON ix_comp(pid, a_code);
+    CREATE INDEX ix_comp_rk ON ix_comp(rk);
+    CREATE TABLE cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE TABLE setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this database has not seen; returns the schema version now."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

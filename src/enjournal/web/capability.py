@@ -1,0 +1,71 @@
+"""The CapabilityStatement (``/metadata``): what this server really does
+(https://hl7.org/fhir/R4/capabilitystatement.html). Built from the search-parameter
+registry, so it lists exactly the parameters search accepts."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .. import FHIR_VERSION, __version__
+
+_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                 "search-type"]
+_UNSUPPORTED_TYPES = {"special"}
+
+
+def capability_builder(registry: Any, settings: Any):
+    @lru_cache(maxsize=8)
+    def build(base: str) -> dict:
+        resources = []
+        for type_ in registry.resource_types():
+            params = []
+            for code, p in sorted(registry.for_type(type_).items()):
+                if p.type in _UNSUPPORTED_TYPES or code in ("_text", "_content", "_query", "_list", "_filter"):
+                    continue
+                params.append({"name": code, "definition": p.url, "type": p.type})
+            ref_params = sorted(c for c, p in registry.for_type(type_).items() if p.type == "reference")
+            resources.append({
+                "type": type_,
+                "interaction": [{"code": c} for c in _INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": True,
+                "conditionalDelete": "multiple",
+                "referencePolicy": ["literal", "logical", "enforced", "local"],
+                "searchInclude": [f"{type_}:{c}" for c in ref_params] + [f"{type_}:*"],
+                "searchRevInclude": ["*"],
+                "searchParam": params,
+            })
+        return {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-11-22",
+            "publisher": "enjournal",
+            "kind": "instance",
+            "software": {"name": "enjournal", "version": __version__},
+            "implementation": {"description": "enjournal FHIR R4 server", "url": base},
+            "fhirVersion": FHIR_VERSION,
+            "format": ["application/fhir+json", "json"],
+            "patchFormat": ["application/json-patch+json"],
+            "rest": [{
+                "mode": "server",
+                "documentation": "Search modifiers: string :exact :contains :missing; token :text :not :of-type "
+                                 ":missing; reference :[type] :identifier :missing and chains; uri :above :below; "
+                                 "all prefixes eq ne gt lt ge le sa eb ap. Not supported: token :in :not-in "
+                                 ":above :below (no terminology service), _text, _content, _filter, _list, near.",
+                "resource": resources,
+                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
+                                {"code": "search-system"}],
+                "searchParam": [{"name": n, "type": t} for n, t in (("_id", "token"), ("_lastUpdated", "date"),
+                                                                    ("_tag", "token"), ("_profile", "uri"),
+                                                                    ("_security", "token"), ("_type", "token"))],
+                "operation": [
+                    {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                ],
+            }],
+        }
+    return build
