@@ -16,6 +16,7 @@ from starlette.routing import Route
 from . import errors
 from .fhir.searchparams import Registry
 from .services.resources import ResourceService
+from .services.searchparameters import CustomSearchParameters
 from .settings import Settings
 from .store import open_repository
 from .web.capability import capability_builder
@@ -35,6 +36,8 @@ class Platform:
         self.registry = Registry.default()
         self.repo = open_repository(settings.database, self.registry, clock=clock, new_id=new_id)
         self.resources = ResourceService(self.repo, self.registry, settings)
+        self.search_parameters = CustomSearchParameters(self.repo, self.resources)
+        self.search_parameters.start()
 
     def close(self) -> None:
         self.repo.close()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
+from functools import lru_cache
 from datetime import datetime, timezone
 
 _DATE = re.compile(
@@ -66,10 +68,12 @@ def _epoch_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, s
     return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000
 
 
+@lru_cache(maxsize=4096)
 def to_instant(ms: int) -> str:
     """Epoch ms as a FHIR instant with millisecond precision in UTC (``2026-11-22T05:34:39.123Z``)."""
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    t = time.gmtime(ms // 1000)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
+            f"{t.tm_sec:02d}.{ms % 1000:03d}Z")
 
 
 def http_date(ms: int) -> str:

@@ -11,24 +11,52 @@ from typing import Callable, Iterator
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
 
 
-def iter_references(node: object, path: str = "") -> Iterator[tuple[str, dict]]:
-    """Every Reference object in ``node`` with its FHIRPath-style path (``Observation.subject``).
+def reference_objects(node: object) -> list[dict]:
+    """Every Reference object (a dict with a string ``reference``) inside ``node``, in
+    document order, contained resources and extensions included. Paths are left out to
+    keep this cheap: it runs on every write; ``path_of`` finds one when an error needs it."""
+    out: list[dict] = []
+    _collect(node, out)
+    return out
 
-    Contained resources are walked as well; references inside them are part of the resource.
-    """
+
+def _collect(node: object, out: list) -> None:
+    if type(node) is dict:
+        if type(node.get("reference")) is str:
+            out.append(node)
+        for value in node.values():
+            kind = type(value)
+            if kind is dict or kind is list:
+                _collect(value, out)
+    else:
+        for value in node:
+            kind = type(value)
+            if kind is dict or kind is list:
+                _collect(value, out)
+
+
+def path_of(node: object, target: dict, path: str = "") -> str | None:
+    """The FHIRPath-style path (``subject``, ``component[1].valueReference``) of ``target`` in ``node``."""
+    if node is target:
+        return path
     if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str):
-            yield path, node
         for key, value in node.items():
-            if key in ("reference", "resourceType") or key.startswith("_"):
-                continue
             if isinstance(value, (dict, list)):
-                yield from iter_references(value, f"{path}.{key}" if path else key)
+                found = path_of(value, target, f"{path}.{key}" if path else key)
+                if found is not None:
+                    return found
     elif isinstance(node, list):
-        for index, item in enumerate(node):
-            if isinstance(item, (dict, list)):
-                yield from iter_references(item, f"{path}[{index}]")
+        for index, value in enumerate(node):
+            found = path_of(value, target, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def iter_references(node: object) -> Iterator[tuple[str, dict]]:
+    """Every Reference object with its path (slower; for reports, not for the write path)."""
+    for ref in reference_objects(node):
+        yield path_of(node, ref) or "", ref
 
 
 def parse_relative(reference: str) -> tuple[str, str, str | None] | None:
@@ -52,7 +80,7 @@ def rewrite_references(node: object, replace: Callable[[str], str | None]) -> in
     (FHIR transaction rules: https://hl7.org/fhir/R4/http.html#trules).
     """
     count = 0
-    for _path, ref in iter_references(node):
+    for ref in reference_objects(node):
         new = replace(ref["reference"])
         if new is not None:
             ref["reference"] = new

@@ -53,6 +53,7 @@ class BundleService:
         raw = bundle.get("entry") or []
         if not isinstance(raw, list):
             raise errors.Invalid("Bundle.entry must be an array", "Bundle.entry")
+        self.resources.ready()
         if len(raw) > max_entries:
             raise errors.TooLarge(f"the Bundle has {len(raw)} entries; at most {max_entries} are accepted",
                                   "Bundle.entry")
@@ -267,8 +268,8 @@ def _etag_version(value: str, where: str) -> int:
 
 def _binary_patch(resource: dict, where: str) -> Any:
     """A PATCH entry carries its JSON Patch as a Binary resource (base64 data)."""
-    import orjson
+    from ..fhir import jsonio
     try:
-        return orjson.loads(base64.b64decode(resource.get("data", "")))
-    except (ValueError, orjson.JSONDecodeError):
+        return jsonio.loads(base64.b64decode(resource.get("data", "")))
+    except ValueError:
         raise errors.Invalid("the Binary of a PATCH entry must hold a JSON Patch document", f"{where}.resource")

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import orjson
+from ..fhir import jsonio
 
 from .. import errors
 from .bundles import BundleService
@@ -98,8 +98,8 @@ def _bundles_of(path: str, report: ImportReport) -> Iterator[tuple[str, dict]]:
                 if not line.strip():
                     continue
                 try:
-                    chunk.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
+                    chunk.append(jsonio.loads(line))
+                except jsonio.JSONDecodeError as exc:
                     report.errors.append(f"{name} line {number}: not valid JSON: {exc}")
                     continue
                 if len(chunk) >= NDJSON_CHUNK:
@@ -110,8 +110,8 @@ def _bundles_of(path: str, report: ImportReport) -> Iterator[tuple[str, dict]]:
         return
     try:
         with open(path, "rb") as handle:
-            data = orjson.loads(handle.read())
-    except (OSError, orjson.JSONDecodeError) as exc:
+            data = jsonio.loads(handle.read())
+    except (OSError, jsonio.JSONDecodeError) as exc:
         report.errors.append(f"{name}: cannot read JSON: {exc}")
         return
     if not isinstance(data, dict) or "resourceType" not in data:

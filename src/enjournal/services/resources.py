@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import jsonpatch
-import orjson
 
 from .. import errors
+from ..fhir import jsonio
 from ..fhir import query as fq
-from ..fhir.references import iter_references, local_part, parse_relative
+from ..fhir.references import local_part, parse_relative, path_of, reference_objects
 from ..fhir.validation import validate_resource
 from ..settings import Settings
 from ..store import Page, Stored
@@ -45,6 +45,18 @@ class ResourceService:
         self.repo = repo
         self.registry = registry
         self.settings = settings
+        # type -> hook(unit, type, old body or None, new resource or None), run inside the write's unit
+        self.after_write: dict[str, Any] = {}
+        self.before_use: list = []      # called before each search and write (e.g. reload definitions)
+
+    def ready(self) -> None:
+        for hook in self.before_use:
+            hook()
+
+    def _written(self, unit: Any, type: str, old: Stored | None, new: dict | None) -> None:
+        hook = self.after_write.get(type)
+        if hook is not None:
+            hook(unit, type, old.body if old is not None and not old.deleted else None, new)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -73,6 +85,7 @@ class ResourceService:
                unit: Any = None, compartment: tuple | None = None) -> SearchResult:
         """Search ``type`` (None: all types); ``compartment`` is (type, id, reference codes)
         for a compartment search such as ``Patient/123/Observation``."""
+        self.ready()
         if type is not None:
             self.check_type(type)
         query = fq.parse(type, params, self.registry, lenient=lenient,
@@ -134,34 +147,40 @@ class ResourceService:
     # -- writes (each its own unit of work) ---------------------------------------------
 
     def create(self, type: str, resource: dict, if_none_exist: str | None = None) -> Outcome:
+        self.ready()
         with self.repo.unit() as unit:
             outcome = self.create_in(unit, type, resource, if_none_exist)
             self.check_references(unit, [outcome])
         return outcome
 
     def update(self, type: str, id: str, resource: dict, if_match: int | None = None) -> Outcome:
+        self.ready()
         with self.repo.unit() as unit:
             outcome = self.update_in(unit, type, id, resource, if_match)
             self.check_references(unit, [outcome])
         return outcome
 
     def conditional_update(self, type: str, criteria: str, resource: dict, if_match: int | None = None) -> Outcome:
+        self.ready()
         with self.repo.unit() as unit:
             outcome = self.conditional_update_in(unit, type, criteria, resource, if_match)
             self.check_references(unit, [outcome])
         return outcome
 
     def patch(self, type: str, id: str, patch: Any, if_match: int | None = None) -> Outcome:
+        self.ready()
         with self.repo.unit() as unit:
             outcome = self.patch_in(unit, type, id, patch, if_match)
             self.check_references(unit, [outcome])
         return outcome
 
     def delete(self, type: str, id: str, if_match: int | None = None) -> Outcome | None:
+        self.ready()
         with self.repo.unit() as unit:
             return self.delete_in(unit, type, id, if_match)
 
     def conditional_delete(self, type: str, criteria: str) -> list[Outcome]:
+        self.ready()
         with self.repo.unit() as unit:
             return self.conditional_delete_in(unit, type, criteria)
 
@@ -179,7 +198,9 @@ class ResourceService:
                                              "resources", "If-None-Exist")
         resource = self.prepare(type, resource, None, expression)
         new_id = id or unit.fresh_id()
-        return Outcome(unit.put(type, new_id, resource, "POST"), created=True, resource=resource)
+        stored = unit.put(type, new_id, resource, "POST")
+        self._written(unit, type, None, resource)
+        return Outcome(stored, created=True, resource=resource)
 
     def update_in(self, unit: Any, type: str, id: str, resource: dict, if_match: int | None = None,
                   expression: str = "") -> Outcome:
@@ -188,10 +209,11 @@ class ResourceService:
         resource = self.prepare(type, resource, id, expression)
         current = unit.read(type, id)
         if if_match is None and current is not None and not current.deleted and current.body is not None:
-            old = orjson.loads(current.body)
+            old = jsonio.loads(current.body)
             if _same_content(old, resource):
                 return Outcome(current, created=False, unchanged=True)
         stored = unit.put(type, id, resource, "PUT", expected_version=if_match)
+        self._written(unit, type, current, resource)
         return Outcome(stored, created=current is None or current.deleted, resource=resource)
 
     def conditional_update_in(self, unit: Any, type: str, criteria: str, resource: dict,
@@ -218,23 +240,27 @@ class ResourceService:
             raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
         if current.deleted:
             raise errors.Gone(f"{type}/{id} was deleted", f"{type}.id")
-        resource = apply_json_patch(orjson.loads(current.body), patch)
+        resource = apply_json_patch(jsonio.loads(current.body), patch)
         if resource.get("resourceType") != type or resource.get("id") != id:
             raise errors.Unprocessable("a patch may not change resourceType or id", f"{type}.id")
         resource = self.prepare(type, resource, id, expression)
         expected = if_match if if_match is not None else current.version
-        return Outcome(unit.put(type, id, resource, "PATCH", expected_version=expected), resource=resource)
+        stored = unit.put(type, id, resource, "PATCH", expected_version=expected)
+        self._written(unit, type, current, resource)
+        return Outcome(stored, resource=resource)
 
     def delete_in(self, unit: Any, type: str, id: str, if_match: int | None = None) -> Outcome | None:
         self.check_type(type)
         current = unit.read(type, id)
         if current is None or current.deleted:
             return None      # deleting what is not there succeeds (idempotent)
-        return Outcome(unit.put(type, id, None, "DELETE", expected_version=if_match))
+        stored = unit.put(type, id, None, "DELETE", expected_version=if_match)
+        self._written(unit, type, current, None)
+        return Outcome(stored)
 
     def conditional_delete_in(self, unit: Any, type: str, criteria: str) -> list[Outcome]:
         found = self.match(unit, type, criteria, "criteria", limit=1000)
-        return [Outcome(unit.put(type, s.id, None, "DELETE")) for s in found]
+        return [o for o in (self.delete_in(unit, type, s.id) for s in found) if o is not None]
 
     def match(self, unit: Any, type: str, criteria: str, where: str, limit: int = 2) -> list[Stored]:
         """Current resources of ``type`` matching a query string (conditional interactions)."""
@@ -297,28 +323,33 @@ class ResourceService:
         for index, outcome in enumerate(outcomes):
             if outcome.unchanged or outcome.stored.body is None:
                 continue
-            resource = outcome.resource or orjson.loads(outcome.stored.body)
+            resource = outcome.resource or jsonio.loads(outcome.stored.body)
             contained = {"#" + c.get("id", "") for c in resource.get("contained", []) if isinstance(c, dict)}
-            for path, ref in iter_references(resource):
-                value = local_part(ref["reference"], base_urls)
-                if value.startswith("#"):
-                    if value != "#" and value not in contained:
-                        raise errors.Unprocessable(f"contained reference '{value}' not found",
-                                                   f"{outcome.stored.type}.{path}")
-                    continue
-                parsed = parse_relative(value)
-                if parsed is None:
-                    continue         # absolute, urn: or logical references are not ours to resolve
-                rtype, rid, _ = parsed
-                if rtype not in self.registry.resource_types():
-                    raise errors.Unprocessable(f"reference '{value}' names an unknown resource type",
-                                               f"{outcome.stored.type}.{path}")
-                key = (rtype, rid)
-                if key not in cache:
-                    cache[key] = unit.exists(rtype, rid)
-                if not cache[key]:
-                    raise errors.Unprocessable(f"reference '{value}' does not resolve: no such resource on this "
-                                               "server", f"{outcome.stored.type}.{path}")
+            for ref in reference_objects(resource):
+                problem = self._unresolved(unit, ref["reference"], contained, base_urls, cache)
+                if problem:
+                    where = f"{outcome.stored.type}.{path_of(resource, ref)}"
+                    raise errors.Unprocessable(problem, where)
+
+    def _unresolved(self, unit: Any, reference: str, contained: set, base_urls: tuple, cache: dict) -> str | None:
+        """Why ``reference`` does not resolve, or None when it does (or is not ours to resolve)."""
+        value = local_part(reference, base_urls)
+        if value.startswith("#"):
+            if value != "#" and value not in contained:
+                return f"contained reference '{value}' not found"
+            return None
+        parsed = parse_relative(value)
+        if parsed is None:
+            return None          # absolute, urn: or logical references are not ours to resolve
+        rtype, rid, _ = parsed
+        if rtype not in self.registry.resource_types():
+            return f"reference '{value}' names an unknown resource type"
+        key = (rtype, rid)
+        if key not in cache:
+            cache[key] = unit.exists(rtype, rid)
+        if not cache[key]:
+            return f"reference '{value}' does not resolve: no such resource on this server"
+        return None
 
 
 def apply_json_patch(resource: dict, patch: Any) -> dict:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import errors
-from ..fhir import dates
+from ..fhir import dates, jsonio
 from ..fhir.compartments import compartment_params
 from ..fhir.summary import apply_summary
 from ..services.bundles import BundleService
@@ -258,13 +258,13 @@ class FhirApi:
         path, _, query = url.partition("?")
         parts = [p for p in path.split("/") if p]
         if len(parts) == 2:
-            return orjson.loads(self.resources.read(parts[0], parts[1]).body)
+            return jsonio.loads(self.resources.read(parts[0], parts[1]).body)
         if len(parts) == 4 and parts[2] == "_history":
-            return orjson.loads(self.resources.vread(parts[0], parts[1], parts[3]).body)
+            return jsonio.loads(self.resources.vread(parts[0], parts[1], parts[3]).body)
         if len(parts) == 1:
             result = self.resources.search(parts[0], parse_qsl(query, keep_blank_values=True))
             return {"resourceType": "Bundle", "type": "searchset", "total": result.page.total,
-                    "entry": [{"resource": orjson.loads(s.body), "search": {"mode": "match"}}
+                    "entry": [{"resource": jsonio.loads(s.body), "search": {"mode": "match"}}
                               for s in result.matches]}
         raise errors.NotSupported(f"GET {url} is not supported inside a Bundle", "Bundle.entry.request.url")
 
@@ -326,7 +326,7 @@ def _page_url(base: str, path: str, query: Any, offset: int, snapshot: int) -> s
 def _entry_bytes(base: str, stored: Any, mode: str, query: Any) -> bytes:
     body = stored.body
     if query.summary in ("true", "text", "data") or query.elements:
-        body = orjson.dumps(apply_summary(orjson.loads(body), query.summary, query.elements if mode == "match"
+        body = jsonio.dumps(apply_summary(jsonio.loads(body), query.summary, query.elements if mode == "match"
                                           else None))
     url = f"{base}/{stored.type}/{stored.id}".encode()
     return (b'{"fullUrl":"' + url + b'","resource":' + body + b',"search":{"mode":"' + mode.encode() + b'"}}')

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors
-from ..fhir import dates
+from ..fhir import dates, jsonio
 from ..fhir.outcome import operation_outcome
 from ..store import Stored
 
@@ -61,14 +61,16 @@ async def read_json(request: Request, max_bytes: int) -> object:
     if not body.strip():
         raise errors.Invalid("the request has no body", "body")
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return jsonio.loads(body)
+    except jsonio.JSONDecodeError as exc:
         raise errors.Invalid(f"the body is not valid JSON: {exc}", "body") from None
 
 
 def json_response(content: object, status: int = 200, headers: dict | None = None, pretty: bool = False) -> Response:
-    option = orjson.OPT_INDENT_2 if pretty else 0
-    body = content if isinstance(content, bytes) else orjson.dumps(content, option=option)
+    if isinstance(content, bytes):
+        body = jsonio.dumps(jsonio.loads(content), pretty=True) if pretty else content
+    else:
+        body = jsonio.dumps(content, pretty)
     return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON)
 
 
@@ -94,7 +96,7 @@ def resource_response(stored: Stored, status: int = 200, location: str | None = 
     body = stored.body
     if summary or elements or pretty:
         from ..fhir.summary import apply_summary
-        resource = apply_summary(orjson.loads(body), summary, elements)
+        resource = apply_summary(jsonio.loads(body), summary, elements)
         return json_response(resource, status, headers, pretty)
     return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON)
 

@@ -16,10 +16,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import orjson
-
 from ... import errors
-from ...fhir import dates
+from ...fhir import dates, jsonio
 from ...fhir import query as q
 from .. import FeedEntry, Page, Stored, iter_chunks
 from .rows import INSERT_SQL, add_rows
@@ -202,6 +200,13 @@ class SqliteRepository:
         row = self._reader().execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
+    def bodies_of_type(self, type: str) -> list[bytes]:
+        return _bodies_of_type(self._reader(), type)
+
+    def get_setting(self, name: str) -> str | None:
+        row = self._reader().execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
     def is_empty(self) -> bool:
         return self._reader().execute("SELECT 1 FROM res LIMIT 1").fetchone() is None
 
@@ -225,6 +230,8 @@ class SqliteRepository:
             except BaseException:
                 conn.execute("ROLLBACK")
                 self._pids = {k: v for k, v in self._pids.items() if v not in unit.new_pids}
+                for hook in unit.rollback_hooks:
+                    hook()
                 raise
             self._last_updated = max(self._last_updated, unit.last_updated)
 
@@ -254,6 +261,40 @@ class SqliteUnit:
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM hist").fetchone()
         self.tx = row[0] + 1
         self._param_urls: dict[tuple[str, str], str] = {}
+        self.rollback_hooks: list = []
+
+    def on_rollback(self, hook) -> None:
+        self.rollback_hooks.append(hook)
+
+    def bodies_of_type(self, type: str) -> list[bytes]:
+        self.flush()
+        return _bodies_of_type(self.conn, type)
+
+    def set_setting(self, name: str, value: str) -> None:
+        self.conn.execute("INSERT INTO setting (name, value) VALUES (?, ?) "
+                          "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def reindex(self, types: tuple | None) -> int:
+        """Rebuild the search index of every current resource of ``types`` (None: all)."""
+        self.flush()
+        self._param_urls.clear()
+        sql = "SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.deleted = 0"
+        args: list = []
+        if types is not None:
+            if not types:
+                return 0
+            sql += f" AND r.type IN ({','.join('?' * len(types))})"
+            args.extend(types)
+        count = 0
+        for rk, type_, body in self.conn.execute(sql, args).fetchall():
+            for table in INDEX_TABLES:
+                self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
+            self._index(rk, type_, jsonio.loads(body))
+            count += 1
+            if len(self.pending["ix_tok"]) > 50_000:
+                self.flush()
+        self.flush()
+        return count
 
     def fresh_id(self) -> str:
         return self.repo.new_id()
@@ -299,7 +340,7 @@ class SqliteUnit:
             meta["lastUpdated"] = dates.to_instant(updated)
             resource["meta"] = meta
             resource["id"] = id
-            body = orjson.dumps(resource)
+            body = jsonio.dumps(resource)
         if row is None:
             rk = conn.execute("INSERT INTO res (type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?)",
                               (type, id, version, 0, updated, resource is None)).lastrowid
@@ -359,6 +400,12 @@ def _read(conn: sqlite3.Connection, type: str, id: str) -> Stored | None:
     if row is None:
         return None
     return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4])
+
+
+def _bodies_of_type(conn: sqlite3.Connection, type: str) -> list[bytes]:
+    return [row[0] for row in conn.execute(
+        "SELECT h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.type = ? AND r.deleted = 0 ORDER BY r.rk",
+        (type,))]
 
 
 def _feed(conn: sqlite3.Connection, after: int, limit: int) -> list[FeedEntry]:

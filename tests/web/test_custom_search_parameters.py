@@ -1,0 +1,46 @@
+"""Custom SearchParameter resources: searchable at once, existing data reindexed,
+invalid definitions rejected, removal takes effect, and a restart keeps them."""
+from __future__ import annotations
+
+import httpx
+
+from tests.conftest import start_server
+
+BIRTHPLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+
+
+def birthplace_param(status="active"):
+    return {"resourceType": "SearchParameter", "url": "http://enjournal.no/fhir/SearchParameter/birthplace-city",
+            "name": "birthplace-city", "status": status, "code": "birthplace-city", "base": ["Patient"],
+            "type": "string", "description": "City of birth",
+            "expression": f"(Patient.extension('{BIRTHPLACE}').value as Address).city"}
+
+
+def born_in(city):
+    return {"resourceType": "Patient", "extension": [{"url": BIRTHPLACE, "valueAddress": {"city": city}}]}
+
+
+def test_custom_parameter_lifecycle(tmp_path):
+    srv = start_server(tmp_path)
+    try:
+        c = httpx.Client(base_url=srv.base)
+        before = c.post("/Patient", json=born_in("Tromsø")).json()["id"]
+        assert c.get("/Patient", params={"birthplace-city": "Tromsø"}).status_code == 400  # unknown yet
+        sp = c.post("/SearchParameter", json=birthplace_param())
+        assert sp.status_code == 201, sp.text
+        after = c.post("/Patient", json=born_in("Bodø")).json()["id"]
+        ids = lambda city: [e["resource"]["id"] for e in c.get("/Patient", params={"birthplace-city": city}).json().get("entry", [])]
+        assert ids("tromsø") == [before]        # reindexed: the resource stored earlier is found
+        assert ids("Bodø") == [after]
+        bad = dict(birthplace_param(), url="http://x/bad", code="bad", expression="Patient.name.where(")
+        resp = c.post("/SearchParameter", json=bad)
+        assert resp.status_code == 400 and "SearchParameter.expression" in str(resp.json())
+        srv.stop()
+        srv = start_server(tmp_path)            # same database: definitions survive a restart
+        c = httpx.Client(base_url=srv.base)
+        assert ids("Tromsø") == [before]
+        sp_id = sp.json()["id"]
+        assert c.put(f"/SearchParameter/{sp_id}", json=dict(birthplace_param("retired"), id=sp_id)).status_code == 200
+        assert c.get("/Patient", params={"birthplace-city": "Tromsø"}).status_code == 400
+    finally:
+        srv.stop()
