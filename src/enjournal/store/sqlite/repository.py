@@ -249,8 +249,12 @@ class SqliteRepository:
 
 
 class SqliteUnit:
-    """Reads and writes inside one ``BEGIN IMMEDIATE`` transaction. Index rows are buffered
-    and written with ``executemany`` before any search in the unit and at commit."""
+    """Reads and writes inside one ``BEGIN IMMEDIATE`` transaction.
+
+    The unit holds the write lock, so it hands out row keys and feed positions itself and
+    buffers new rows (resources, versions, index rows), writing them with ``executemany``
+    before anything in the unit reads the database and at commit. ``state`` remembers what
+    the unit wrote, so most writes need no read at all."""
 
     def __init__(self, repo: SqliteRepository, conn: sqlite3.Connection):
         self.repo = repo
@@ -258,8 +262,11 @@ class SqliteUnit:
         self.pending: dict[str, list] = defaultdict(list)
         self.new_pids: set[int] = set()
         self.last_updated = 0
-        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM hist").fetchone()
-        self.tx = row[0] + 1
+        self.next_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM hist").fetchone()[0] + 1
+        self.next_rk = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0] + 1
+        self.tx = self.next_seq
+        self.state: dict[tuple[str, str], tuple[int, int, bool]] = {}   # (type, id) -> (rk, version, deleted)
+        self._pending_rks: set[int] = set()      # resources with rows still in the buffers
         self._param_urls: dict[tuple[str, str], str] = {}
         self.rollback_hooks: list = []
 
@@ -290,6 +297,7 @@ class SqliteUnit:
             for table in INDEX_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
             self._index(rk, type_, jsonio.loads(body))
+            self._pending_rks.add(rk)
             count += 1
             if len(self.pending["ix_tok"]) > 50_000:
                 self.flush()
@@ -305,9 +313,13 @@ class SqliteUnit:
         return now
 
     def read(self, type: str, id: str) -> Stored | None:
+        self.flush()
         return _read(self.conn, type, id)
 
     def exists(self, type: str, id: str) -> bool:
+        known = self.state.get((type, id))
+        if known is not None:
+            return not known[2]
         row = self.conn.execute("SELECT deleted FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
         return row is not None and not row[0]
 
@@ -316,6 +328,7 @@ class SqliteUnit:
         return _search(self.conn, self.repo.pid_of, self.repo.clock(), query)
 
     def load(self, keys: list) -> list[Stored]:
+        self.flush()
         return _load(self.conn, keys)
 
     def put(self, type: str, id: str, resource: dict | None, method: str,
@@ -324,7 +337,10 @@ class SqliteUnit:
         ``meta.versionId`` and ``meta.lastUpdated`` are set here. Raises PreconditionFailed
         when ``expected_version`` is given and is not the current version."""
         conn = self.conn
-        row = conn.execute("SELECT rk, version, deleted FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
+        key = (type, id)
+        row = self.state.get(key)
+        if row is None:
+            row = conn.execute("SELECT rk, version, deleted FROM res WHERE type = ? AND id = ?", key).fetchone()
         if expected_version is not None:
             current = row[1] if row and not row[2] else None
             if current != expected_version:
@@ -333,6 +349,7 @@ class SqliteUnit:
                     f"not {expected_version} (If-Match)")
         version = row[1] + 1 if row else 1
         updated = self.now()
+        deleted = resource is None
         body = None
         if resource is not None:
             meta = dict(resource.get("meta") or {})
@@ -341,20 +358,27 @@ class SqliteUnit:
             resource["meta"] = meta
             resource["id"] = id
             body = jsonio.dumps(resource)
+        seq = self.next_seq
+        self.next_seq += 1
         if row is None:
-            rk = conn.execute("INSERT INTO res (type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?)",
-                              (type, id, version, 0, updated, resource is None)).lastrowid
+            rk = self.next_rk
+            self.next_rk += 1
+            self.pending["res"].append((rk, type, id, version, seq, updated, deleted))
         else:
             rk = row[0]
+            if rk in self._pending_rks:
+                self.flush()
             if not row[2]:
-                self._unindex(rk)
-        seq = conn.execute("INSERT INTO hist (rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?)",
-                           (rk, version, updated, method, self.tx, body)).lastrowid
-        conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = ? WHERE rk = ?",
-                     (version, seq, updated, resource is None, rk))
+                for table in INDEX_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
+            conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = ? WHERE rk = ?",
+                         (version, seq, updated, deleted, rk))
+        self.pending["hist"].append((seq, rk, version, updated, method, self.tx, body))
+        self._pending_rks.add(rk)
+        self.state[key] = (rk, version, deleted)
         if resource is not None:
             self._index(rk, type, resource)
-        return Stored(type, id, version, updated, resource is None, body, seq, method)
+        return Stored(type, id, version, updated, deleted, body, seq, method)
 
     def _index(self, rk: int, type: str, resource: dict) -> None:
         registry = self.repo.registry
@@ -369,16 +393,20 @@ class SqliteUnit:
                 url = urls[(type, code)] = param.url if param is not None else f"{type}.{code}"
             add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value)
 
-    def _unindex(self, rk: int) -> None:
-        self.flush()
-        for table in INDEX_TABLES:
-            self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
-
     def flush(self) -> None:
-        for table, rows in self.pending.items():
+        """Write the buffered rows: resources and versions first, then index rows."""
+        pending = self.pending
+        if not pending:
+            return
+        for table in ("res", "hist"):
+            rows = pending.pop(table, None)
             if rows:
                 self.conn.executemany(INSERT_SQL[table], rows)
-        self.pending.clear()
+        for table, rows in pending.items():
+            if rows:
+                self.conn.executemany(INSERT_SQL[table], rows)
+        pending.clear()
+        self._pending_rks.clear()
 
     def get_cursor(self, name: str) -> int:
         row = self.conn.execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
@@ -488,12 +516,14 @@ def _include_once(conn: sqlite3.Connection, pid_of, keys: list, inc: q.Include) 
         marks = ",".join("?" * len(chunk))
         if not inc.reverse:
             sql = (f"SELECT t.rk FROM ix_ref x JOIN res s ON s.rk = x.rk JOIN res t ON t.type = x.ttype "
-                   f"AND t.id = x.tid WHERE x.rk IN ({marks}) AND s.type = ? AND t.deleted = 0")
-            args = list(chunk) + [inc.source_type]
+                   f"AND t.id = x.tid WHERE x.rk IN ({marks}) AND t.deleted = 0")
         else:
             sql = (f"SELECT s.rk FROM res t JOIN ix_ref x ON x.tid = t.id AND x.ttype = t.type "
-                   f"JOIN res s ON s.rk = x.rk WHERE t.rk IN ({marks}) AND s.type = ? AND s.deleted = 0")
-            args = list(chunk) + [inc.source_type]
+                   f"JOIN res s ON s.rk = x.rk WHERE t.rk IN ({marks}) AND s.deleted = 0")
+        args = list(chunk)
+        if inc.source_type is not None:       # None: "_include=*", references of any type
+            sql += " AND s.type = ?"
+            args.append(inc.source_type)
         if pid is not None:
             sql += " AND x.pid = ?"
             args.append(pid)

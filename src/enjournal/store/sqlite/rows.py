@@ -5,6 +5,8 @@ from ...fhir.index_values import (Composite, DateRange, IdentifierOfType, Number
                                   String, Token, Uri)
 
 INSERT_SQL = {
+    "res": "INSERT INTO res (rk, type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?,?)",
+    "hist": "INSERT INTO hist (seq, rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?,?)",
     "ix_str": "INSERT INTO ix_str (pid, norm, exact, rk) VALUES (?,?,?,?)",
     "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk) VALUES (?,?,?,?,?)",
     "ix_oft": "INSERT INTO ix_oft (pid, tsys, tcode, value, rk) VALUES (?,?,?,?,?)",

@@ -66,10 +66,7 @@ class SqlBuilder:
         if isinstance(c, q.Leaf):
             return self._leaf(c, alias)
         if isinstance(c, q.Missing):
-            pid = self._pid(c.param)
-            table = TABLE_OF_TYPE[c.param.type]
-            op = "NOT IN" if c.missing else "IN"
-            return f"{alias}.rk {op} (SELECT rk FROM {table} WHERE pid = ?)", [pid]
+            return self._missing(c, alias)
         if isinstance(c, q.IdIn):
             return f"{alias}.id IN ({','.join('?' * len(c.ids))})", list(c.ids)
         if isinstance(c, q.TypeIn):
@@ -81,13 +78,16 @@ class SqlBuilder:
                 ors.append(sql)
                 args.extend(a)
             return "(" + " OR ".join(ors) + ")", args
-        if isinstance(c, q.AnyOf):
-            ors, args = [], []
+        if isinstance(c, (q.AnyOf, q.AllOf)):
+            parts, args = [], []
             for sub in c.clauses:
                 sql, a = self.clause(sub, alias)
-                ors.append(sql)
+                parts.append(sql)
                 args.extend(a)
-            return "(" + " OR ".join(ors) + ")", args
+            if not parts:        # an empty OR matches nothing, an empty AND everything
+                return ("0", []) if isinstance(c, q.AnyOf) else ("1", [])
+            joiner = " OR " if isinstance(c, q.AnyOf) else " AND "
+            return "(" + joiner.join(parts) + ")", args
         if isinstance(c, q.Chain):
             t = f"t{next(self._aliases)}"
             inner, a = self.clause(c.inner, t)
@@ -101,6 +101,19 @@ class SqlBuilder:
                    f"(SELECT {s}.rk FROM res {s} WHERE {s}.type = ? AND {s}.deleted = 0 AND {inner}))")
             return sql, [self._pid(c.param), c.resource_type, c.source_type] + a
         raise errors.NotSupported(f"cannot search with {type(c).__name__}")
+
+    def _missing(self, c: q.Missing, alias: str) -> tuple[str, list]:
+        """``:missing``: whether the resource has any index row for the parameter. A reference
+        given only as ``Reference.identifier`` is indexed as a token (for ``:identifier``) and
+        is a value all the same (https://hl7.org/fhir/R4/search.html#modifiers)."""
+        pid = self._pid(c.param)
+        op = "NOT IN" if c.missing else "IN"
+        sub = f"SELECT rk FROM {TABLE_OF_TYPE[c.param.type]} WHERE pid = ?"
+        args = [pid]
+        if c.param.type == "reference":
+            sub += " UNION ALL SELECT rk FROM ix_tok WHERE pid = ?"
+            args.append(pid)
+        return f"{alias}.rk {op} ({sub})", args
 
     def _pid(self, param) -> int:
         pid = self.pid_of(param.url)
@@ -129,8 +142,8 @@ class SqlBuilder:
             if kind == "token":   # :text
                 return "ix_tok", "(text >= ? AND text < ? OR text LIKE ? ESCAPE '\\')", \
                     [v.norm, v.norm + _MAXCHAR, "% " + _like(v.norm) + "%"]
-            if modifier == "exact":
-                return "ix_str", "exact = ?", [v.text]
+            if modifier == "exact":   # norm = normalise(exact), so the (pid, norm) index finds it
+                return "ix_str", "norm = ? AND exact = ?", [v.norm, v.text]
             if modifier == "contains":
                 return "ix_str", "norm LIKE ? ESCAPE '\\'", ["%" + _like(v.norm) + "%"]
             return "ix_str", "norm >= ? AND norm < ?", [v.norm, v.norm + _MAXCHAR]
@@ -138,7 +151,7 @@ class SqlBuilder:
             if v.kind == "date":
                 cond, a = self._range_cond(v, "lo", "hi", date=True)
                 return "ix_date", cond, a
-            cond, a = self._range_cond(v, "lo", "hi", date=False)
+            cond, a = self._range_cond(v, "lo", "hi", date=False, point="v")
             if v.system is not None:
                 cond += " AND sys = ?"
                 a.append(v.system)
@@ -153,14 +166,24 @@ class SqlBuilder:
                 return "ix_ref", "tid = ?", [v.id]
             return "ix_ref", "url = ?", [v.url]
         if isinstance(v, q.UriQ):
-            if modifier == "below":
-                return "ix_uri", "uri >= ? AND uri < ?", [v.uri, v.uri + _MAXCHAR]
-            if modifier == "above":
-                return "ix_uri", "? LIKE replace(replace(uri, '%', '\\%'), '_', '\\_') || '%' ESCAPE '\\'", [v.uri]
-            return "ix_uri", "uri = ?", [v.uri]
+            return "ix_uri", *self._uri_cond(v.uri, modifier)
         if isinstance(v, q.CompositeQ):
             return "ix_comp", *self._composite_cond(v)
         raise errors.NotSupported(f"cannot search {kind} with {type(v).__name__}")
+
+    @staticmethod
+    def _uri_cond(uri: str, modifier: str | None) -> tuple[str, list]:
+        """``:below`` matches the uri and those under it by path segment, ``:above`` the uri and
+        its parents (https://hl7.org/fhir/R4/search.html#uri): one bounded range seek, or one
+        seek per parent."""
+        if modifier == "below":
+            stem = uri.rstrip("/")
+            # the seek range [uri, stem/...] also holds e.g. "stem-x" (- and . sort before /)
+            return "uri >= ? AND uri < ? AND (uri = ? OR uri >= ?)", [stem, stem + "/" + _MAXCHAR, stem, stem + "/"]
+        if modifier == "above":
+            parents = _parents(uri)
+            return f"uri IN ({','.join('?' * len(parents))})", parents
+        return "uri = ?", [uri]
 
     @staticmethod
     def _token_cond(v: q.TokenQ, sys_col: str = "sys", code_col: str = "code") -> tuple[str, list]:
@@ -172,41 +195,58 @@ class SqlBuilder:
             return f"{code_col} = ? AND {sys_col} IS NULL", [v.code]
         return f"{code_col} = ? AND {sys_col} = ?", [v.code, v.system]
 
-    def _range_cond(self, v: q.RangeQ, lo: str, hi: str, date: bool) -> tuple[str, list]:
-        """Compare a stored range [lo, hi] with a search value (prefix, implicit range)."""
+    def _range_cond(self, v: q.RangeQ, lo: str, hi: str, date: bool, point: str | None = None) -> tuple[str, list]:
+        """Compare a stored range [lo, hi] with a search value (prefix, implicit range).
+
+        The redundant bounds added below are implied by the comparison (lo <= hi, and a
+        stored number's ``point`` value lies in [lo, hi]); they let SQLite seek a bounded
+        stretch of the (pid, lo, hi) or (pid, v) index instead of scanning to its end.
+        """
         p = v.prefix
         if date:
             vlo, vhi = int(v.lo), int(v.hi)
-            exclusive_hi = vhi            # date ranges are inclusive
-            eq = (f"{lo} >= ? AND {hi} <= ?", [vlo, vhi])
+            eq = (f"{lo} >= ? AND {lo} <= ? AND {hi} <= ?", [vlo, vhi, vhi])   # date ranges are inclusive
         else:
             vlo, vhi = v.lo, v.hi
-            exclusive_hi = vhi
             eq = (f"{lo} >= ? AND {hi} < ?", [vlo, vhi])
+            if point is not None:
+                eq = (f"{point} >= ? AND {point} < ? AND " + eq[0], [vlo, vhi] + eq[1])
         if p == "eq":
             return eq
         if p == "ne":
             return f"NOT ({eq[0]})", eq[1]
-        point = v.value if not date else None
-        if p == "gt":
-            return (f"{hi} > ?", [point if point is not None else exclusive_hi])
-        if p == "lt":
-            return (f"{lo} < ?", [point if point is not None else vlo])
-        if p == "ge":
-            return (f"{hi} >= ?", [point if point is not None else vlo])
-        if p == "le":
-            return (f"{lo} <= ?", [point if point is not None else vhi])
-        if p == "sa":
-            return (f"{lo} > ?", [point if point is not None else vhi])
-        if p == "eb":
-            return (f"{hi} < ?", [point if point is not None else vlo])
         if p == "ap":
-            if date:
-                slack = max(_DAY_MS, abs(self.now_ms - vlo) // 10)
-                return (f"{lo} <= ? AND {hi} >= ?", [vhi + slack, vlo - slack])
-            slack = abs(v.value) * 0.1
-            return (f"{lo} <= ? AND {hi} >= ?", [v.value + slack, v.value - slack])
+            return self._approximately(v, lo, hi, date)
+        # dates compare with the ends of the search value's range, numbers with the value itself
+        below, above = (vlo, vhi) if date else (v.value, v.value)
+        if p == "gt":
+            return f"{hi} > ?", [above]
+        if p == "lt":
+            return f"{lo} < ?", [below]
+        if p == "ge":
+            return f"{hi} >= ?", [below]
+        if p == "le":
+            return f"{lo} <= ?", [above]
+        if p == "sa":
+            if point is not None:
+                return f"{point} > ? AND {lo} > ?", [above, above]
+            return f"{lo} > ?", [above]
+        if p == "eb":
+            bound = point if point is not None else (lo if date else None)
+            if bound is not None:
+                return f"{bound} < ? AND {hi} < ?", [below, below]
+            return f"{hi} < ?", [below]
         raise errors.Invalid(f"unknown prefix '{p}'")
+
+    def _approximately(self, v: q.RangeQ, lo: str, hi: str, date: bool) -> tuple[str, list]:
+        """``ap``: within 10 % of the value (dates: of the gap to now, at least a day)
+        (https://hl7.org/fhir/R4/search.html#prefix)."""
+        if date:
+            vlo, vhi = int(v.lo), int(v.hi)
+            slack = max(_DAY_MS, abs(self.now_ms - vlo) // 10)
+            return f"{lo} <= ? AND {hi} >= ?", [vhi + slack, vlo - slack]
+        slack = abs(v.value) * 0.1
+        return f"{lo} <= ? AND {hi} >= ?", [v.value + slack, v.value - slack]
 
     def _composite_cond(self, v: q.CompositeQ) -> tuple[str, list]:
         if len(v.parts) != 2:
@@ -261,6 +301,15 @@ class SqlBuilder:
         else:
             agg = f"{'MAX' if key.descending else 'MIN'}({column})"
         return f"SELECT {agg} FROM {table} WHERE rk = {alias}.rk AND pid = ?", [self._pid(param)]
+
+
+def _parents(uri: str) -> list[str]:
+    """``uri`` and every prefix of it that ends just before or at a ``/`` (its parents)."""
+    out = [uri]
+    for i, ch in enumerate(uri):
+        if ch == "/" and i > 0 and uri[i - 1] != "/" and uri[i - 1] != ":":
+            out += [uri[:i], uri[:i + 1]]
+    return list(dict.fromkeys(out))[:500]
 
 
 def _like(text: str) -> str:
