@@ -68,12 +68,15 @@ def _epoch_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, s
     return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000
 
 
-@lru_cache(maxsize=4096)
 def to_instant(ms: int) -> str:
     """Epoch ms as a FHIR instant with millisecond precision in UTC (``2026-11-22T05:34:39.123Z``)."""
-    t = time.gmtime(ms // 1000)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:"
-            f"{t.tm_sec:02d}.{ms % 1000:03d}Z")
+    return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _second(seconds: int) -> str:
+    t = time.gmtime(seconds)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
 def http_date(ms: int) -> str:
