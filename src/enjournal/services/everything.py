@@ -72,7 +72,4 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
 
 
 def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None
+    return fq._int(value, name)

@@ -72,7 +72,7 @@ class ResourceService:
 
     def vread(self, type: str, id: str, version: str) -> Stored:
         self.check_type(type)
-        if not version.isdigit():
+        if not version.isdigit() or len(version) > 15:
             raise errors.NotFound(f"{type}/{id} has no version '{version}'", f"{type}.meta.versionId")
         stored = self.repo.vread(type, id, int(version))
         if stored is None:
@@ -240,10 +240,15 @@ class ResourceService:
             raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
         if current.deleted:
             raise errors.Gone(f"{type}/{id} was deleted", f"{type}.id")
-        resource = apply_json_patch(jsonio.loads(current.body), patch)
+        old = jsonio.loads(current.body)
+        resource = apply_json_patch(old, patch)
         if resource.get("resourceType") != type or resource.get("id") != id:
             raise errors.Unprocessable("a patch may not change resourceType or id", f"{type}.id")
         resource = self.prepare(type, resource, id, expression)
+        if _same_content(old, resource):
+            if if_match is not None and if_match != current.version:
+                raise errors.PreconditionFailed(f"{type}/{id} is at version {current.version}, not {if_match}")
+            return Outcome(current, unchanged=True)
         expected = if_match if if_match is not None else current.version
         stored = unit.put(type, id, resource, "PATCH", expected_version=expected)
         self._written(unit, type, current, resource)
@@ -375,7 +380,4 @@ def _same_content(old: dict, new: dict) -> bool:
 
 
 def _int(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None
+    return fq._int(value, name)
