@@ -60,7 +60,7 @@ INVALID = [
     ("00017248022", "day 00 is not a date"),
     ("13137248022", "month 13 is not a month"),
     ("13007248022", "month 00 is not a month"),
-    ("68467038838", "day 68 (D-number) with month 46 (H-number) is no defined number"),
+    ("68467038838", "day 68 (D-number) with month 46 (H-number) is not a defined kind of number"),
     ("0201329999", "not 11 digits (has 10)"),
     ("020132999970", "not 11 digits (has 12)"),
     ("0201329999a", "not 11 digits (contains 'a')"),

@@ -14,7 +14,8 @@ from decimal import Decimal
 
 import orjson
 
-_RISKY_NUMBER = re.compile(rb"[0-9]\.[0-9]*0(?![0-9])|[0-9][eE][-+]?[0-9]|[0-9]{16,}")
+# trailing fractional zeros, an exponent, or 16+ significant digits (beyond a float's precision)
+_RISKY_NUMBER = re.compile(rb"[0-9]\.[0-9]*0(?![0-9])|[0-9][eE][-+]?[0-9]|[0-9](?:\.?[0-9]){15}")
 
 
 class JSONDecodeError(ValueError):

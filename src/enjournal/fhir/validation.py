@@ -60,7 +60,10 @@ DATE_ELEMENTS: frozenset[str] = frozenset("""
     whenHandedOver whenPrepared
 """.split())
 
-_DATE_HEAD = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+_DATE_HEAD = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")
+# Not calendar.month_name: that follows the process locale, and messages are English.
+_MONTHS = ("", "January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
 
 # fhirkit refuses JSON nested deeper than about 256 levels; the walk stops well below
 # Python's recursion limit so such input is an Issue, never a RecursionError (a 500).
@@ -78,7 +81,9 @@ _TOLERABLE = ("unknown element", "required element missing", "needs at least",
               "an empty array", "an empty string", "only one type may be given")
 _TOLERABLE_FORMAT = re.compile(r"is not a valid (?!date|dateTime|instant|time)\w+$")
 
-StructureCheck = Callable[[dict, bool], "list[errors.Issue]"]
+# The structural validator's signature: the resource as a dict or as its JSON bytes, and
+# whether to be strict.
+StructureCheck = Callable[[dict | bytes, bool], list[errors.Issue]]
 
 
 def _code(message: str) -> str:
@@ -229,7 +234,7 @@ class _Walk:
             year, month, day = int(m[1]), int(m[2]), int(m[3])
             if not 1 <= month <= 12 or day <= (last := calendar.monthrange(year, month)[1]):
                 return
-            problem = f"{calendar.month_name[month]} {year} has {last} days"
+            problem = f"{_MONTHS[month]} {year} has {last} days"
         else:
             return
         self.issues.append(errors.Issue(f"{text!r} is not a valid date: {problem}",
