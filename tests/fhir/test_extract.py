@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
+from enjournal.fhir import jsonio
 from enjournal.fhir.index_values import (DATE_MAX, DATE_MIN, Composite, DateRange, IdentifierOfType, Number,
                                          Quantity, Reference, String, Token, Uri)
 from enjournal.fhir.searchparams import Registry
@@ -88,6 +90,23 @@ def test_every_example_extracts(examples_dir, capsys):
     assert counts["other"] > 700 and counts["definitional"] > 4000
 
 
+def test_decimals_as_the_server_parses_them_index_like_floats(examples_dir):
+    """``jsonio.loads`` keeps decimal precision with ``Decimal`` (``72.50``, ``1e3``); every
+    example must index exactly as if it had been read with floats."""
+    with_decimals, differ = 0, []
+    for path in sorted(examples_dir.glob("*.json")):
+        raw = path.read_bytes()
+        exact = jsonio.loads(raw)
+        if not isinstance(exact, dict) or exact.get("resourceType") not in R.resource_types():
+            continue
+        if not any(type(n) is Decimal for n in _numbers(exact)):
+            continue
+        with_decimals += 1
+        if sorted(map(repr, R.extract(exact))) != sorted(map(repr, R.extract(json.loads(raw)))):
+            differ.append(path.name)
+    assert with_decimals > 50 and not differ, differ[:10]
+
+
 # ---- strings --------------------------------------------------------------------------
 
 PATIENT = {
@@ -147,7 +166,8 @@ def test_codeable_concept_with_text_only():
     assert values(cond, "code") == [Token(None, None, "hjertesvikt")]
     cond = {"resourceType": "Condition", "code": {"text": "Hjertesvikt", "coding": [{"system": "http://snomed.info/sct",
                                                                                     "code": "84114007", "display": "Heart failure"}]}}
-    assert values(cond, "code") == [Token("http://snomed.info/sct", "84114007", "hjertesvikt")]
+    # :text matches the CodeableConcept's text or the coding's display, so the token keeps both
+    assert values(cond, "code") == [Token("http://snomed.info/sct", "84114007", "hjertesvikt heart failure")]
 
 
 # ---- references -----------------------------------------------------------------------
@@ -242,6 +262,58 @@ def test_quantity_money_and_range():
     assert pair.parts == ((Token("http://terminology.hl7.org/CodeSystem/usage-context-type", "age"),),
                           (Quantity(18.0, 18.0, INF, "http://unitsofmeasure.org", "a", None),))
     assert values({"resourceType": "Observation", "valueSampledData": {"data": "1 2"}}, "value-quantity") == []
+
+
+DECIMAL_BODIES = [
+    # (resource JSON as sent, parameter, index values): numbers a float would change are Decimals
+    (b'{"resourceType":"Observation","code":{"text":"x"},"valueQuantity":{"value":72.50,"unit":"kg"}}',
+     "value-quantity", [Quantity(72.5, 72.5, 72.5, None, None, "kg")]),
+    (b'{"resourceType":"Observation","code":{"text":"x"},"valueQuantity":{"value":72.50,"unit":"kg"}}',
+     "combo-value-quantity", [Quantity(72.5, 72.5, 72.5, None, None, "kg")]),
+    (b'{"resourceType":"RiskAssessment","prediction":[{"probabilityDecimal":0.10}]}',
+     "probability", [Number(0.1, 0.1, 0.1)]),
+    (b'{"resourceType":"RiskAssessment","prediction":[{"probabilityRange":{"low":{"value":1e1},"high":{"value":2.50}}}]}',
+     "probability", [Number(10.0, 10.0, 2.5)]),
+    (b'{"resourceType":"ChargeItem","priceOverride":{"value":40.00,"currency":"NOK"},"factorOverride":0.80}',
+     "price-override", [Quantity(40.0, 40.0, 40.0, "urn:iso:std:iso:4217", "NOK", None)]),
+    (b'{"resourceType":"ChargeItem","priceOverride":{"value":40.00,"currency":"NOK"},"factorOverride":0.80}',
+     "factor-override", [Number(0.8, 0.8, 0.8)]),
+    (b'{"resourceType":"Condition","onsetAge":{"value":1.50,"unit":"a"}}', "onset-date", []),
+    (b'{"resourceType":"ActivityDefinition","useContext":[{"code":{"code":"age"},'
+     b'"valueRange":{"high":{"value":65.0,"unit":"a"}}}]}',
+     "context-quantity", [Quantity(65.0, -INF, 65.0, None, None, "a")]),
+    (b'{"resourceType":"Observation","code":{"text":"x"},"valueQuantity":{"value":1E400}}',
+     "value-quantity", [Quantity(INF, INF, INF, None, None, None)]),
+]
+
+
+@pytest.mark.parametrize("body, code, expected", DECIMAL_BODIES,
+                         ids=[f"{code}-{i}" for i, (_, code, _) in enumerate(DECIMAL_BODIES)])
+def test_decimal_values_are_indexed_as_floats(body, code, expected):
+    resource = jsonio.loads(body)
+    assert any(type(v) is Decimal for v in _numbers(resource)), "the case must hold a Decimal"
+    found = values(resource, code)
+    assert found == expected
+    assert all(type(x) is float for v in found for x in v[:3])
+
+
+def _numbers(x):
+    if isinstance(x, dict):
+        x = list(x.values())
+    if isinstance(x, list):
+        return [n for y in x for n in _numbers(y)]
+    return [x]
+
+
+def test_booleans_and_text_are_not_numbers():
+    risk = {"resourceType": "RiskAssessment", "prediction": [
+        {"probabilityDecimal": True}, {"probabilityDecimal": "0.5"}, {"probabilityRange": {"low": {"value": False}}}]}
+    assert values(risk, "probability") == []
+    obs = {"resourceType": "Observation", "valueQuantity": {"value": True, "unit": "kg"}}
+    assert values(obs, "value-quantity") == []
+    assert values({"resourceType": "Observation", "valueQuantity": {"value": float("nan")}}, "value-quantity") == []
+    assert values({"resourceType": "Observation", "valueQuantity": {"value": 10 ** 400}}, "value-quantity") == [
+        Quantity(INF, INF, INF, None, None, None)]
 
 
 # ---- meta and the rest ----------------------------------------------------------------

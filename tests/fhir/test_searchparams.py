@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enjournal import errors
-from enjournal.fhir.index_values import Reference, Token
+from enjournal.fhir.index_values import Reference, String, Token
 from enjournal.fhir.searchparams import Registry, SearchParam
 
 R = Registry.default()
@@ -179,3 +179,45 @@ def test_fallback_understands_resolve_is():
     obs = {"resourceType": "Observation", "performer": [{"reference": "Practitioner/d1"},
                                                         {"reference": "Patient/p1"}, {"reference": "Patient/p2"}]}
     assert [v for c, v in r2.extract(obs) if c == "first-patient-performer"] == [Reference("Patient", "p1")]
+
+
+BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
+
+
+@pytest.mark.parametrize("expression", [
+    f"Patient.extension('{BIRTH_PLACE}').value.city",                 # value[x]: only Address has a city
+    f"Patient.extension('{BIRTH_PLACE}').value.as(Address).city",
+    f"(Patient.extension('{BIRTH_PLACE}').value as Address).city",
+    f"Patient.extension('{BIRTH_PLACE}').value.where(city != '').city",     # fhirpathpy
+    f"Patient.extension('{BIRTH_PLACE}').value.where(country='NO').city",
+])
+def test_custom_parameter_through_a_choice_element_narrows_to_the_types_with_that_child(expression):
+    r2 = R.with_custom(custom(code="birthplace", type="string", expression=expression))
+    if "!=" not in expression:
+        assert r2.extractor("Patient").fallbacks == {}        # compiled: reads valueAddress.city
+    patient = {"resourceType": "Patient", "extension": [
+        {"url": BIRTH_PLACE, "valueAddress": {"city": "Bodø", "country": "NO"}},
+        {"url": BIRTH_PLACE, "valueString": "Oslo"},
+        {"url": "http://example.org/other", "valueAddress": {"city": "Narvik", "country": "NO"}}]}
+    assert [v for c, v in r2.extract(patient) if c == "birthplace"] == [String("bodø", "Bodø")]
+
+
+def test_choice_narrowing_keeps_every_type_with_the_child():
+    """``Observation.value.code``: Quantity and its kin have a ``code``, so all of them are read."""
+    r2 = R.with_custom(custom(code="value-unit", base=["Observation"], expression="Observation.value.code"))
+    assert r2.extractor("Observation").fallbacks == {}
+    obs = {"resourceType": "Observation", "valueQuantity": {"value": 1, "code": "mg"}}
+    assert [v for c, v in r2.extract(obs) if c == "value-unit"] == [Token(None, "mg")]
+    obs = {"resourceType": "Observation", "valueCodeableConcept": {"coding": [{"code": "x"}]}}
+    assert [v for c, v in r2.extract(obs) if c == "value-unit"] == []
+
+
+@pytest.mark.parametrize("expression", [
+    f"Patient.extension('{BIRTH_PLACE}').value.citty",              # no type of value[x] has it
+    f"Patient.extension('{BIRTH_PLACE}').value.city.town",          # Address.city is a string
+    f"Patient.extension('{BIRTH_PLACE}').value.as(HumanName).city",
+])
+def test_choice_element_child_that_no_type_has_is_rejected(expression):
+    with pytest.raises(errors.Invalid) as err:
+        R.with_custom(custom(code="birthplace", type="string", expression=expression))
+    assert err.value.issues[0].expression == ("SearchParameter.expression",)

@@ -293,6 +293,8 @@ class Compiler:
                 alts = [(k, wanted, wanted) if t == "Resource" and self.is_resource_type(wanted) else (k, t, only)
                         for k, t, only in alts if same_type(t, wanted) or t == "Resource"]
                 rest = rest[1:]
+            if len(alts) > 1 and rest and rest[0].kind in ("field", "where_eq"):
+                alts = self._narrow(alts, rest[0].name, f"{ctx}.{op.name}")
             subs = []
             for k, t, only in alts:     # only: a contained/entry resource must be of this type
                 w = self._build(t, rest, leaf)
@@ -311,6 +313,21 @@ class Compiler:
             nxt = self._build(ctx, rest, leaf)
             return nxt and _where_eq(op.name, op.value, nxt)
         raise Unsupported(f"{op.kind} here")
+
+    def _narrow(self, alts: list[tuple[str, str, str | None]], name: str, where: str):
+        """A choice element's types that have a child ``name`` (``Extension.value.city`` is
+        ``valueAddress.city``); ``UnknownElement`` when none has."""
+        kept = [alt for alt in alts if self._has_child(alt[1], name)]
+        if not kept:
+            raise UnknownElement(f"no type of {where} has an element '{name}'")
+        return kept
+
+    def _has_child(self, ctx: str, name: str) -> bool:
+        try:
+            self.elements.children(ctx, name)
+        except Unsupported:
+            return False
+        return True
 
 
 def _field(subs: list[tuple[str, Walker]]) -> Walker:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from functools import lru_cache
 
 from . import dates
@@ -26,8 +27,23 @@ _QUANTITY_TYPES = frozenset({"Quantity", "Age", "Duration", "Distance", "Count",
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 
-def _is_number(v) -> bool:
-    return (type(v) is int or type(v) is float) and v == v
+# JSON numbers: ``jsonio.loads`` gives ``Decimal`` for those a float would change (``72.50``,
+# ``1e3``), so FHIR decimal precision survives. ``bool`` is an ``int`` subclass but not a number,
+# hence exact type tests (one set lookup, fast on the write path), never ``isinstance``.
+_NUMERIC = frozenset((int, float, Decimal))
+_PRIMITIVE = frozenset((str, bool, int, float, Decimal))
+
+
+def _float(v) -> float | None:
+    """A JSON number as a float (index values hold floats); None for anything else and NaN."""
+    if type(v) in _NUMERIC:
+        try:
+            f = float(v)
+        except OverflowError:          # an integer beyond the float range
+            return _INF if v > 0 else -_INF
+        if f == f:
+            return f
+    return None
 
 
 def _str(d: dict, key: str) -> str | None:
@@ -104,8 +120,8 @@ def _token_primitive(v, root, out):
         out.append(Token(None, "true" if v else "false"))
     elif type(v) is str:
         out.append(Token(None, v))
-    elif _is_number(v):
-        out.append(Token(None, str(v)))
+    elif type(v) in _NUMERIC and v == v:
+        out.append(Token(None, str(v)))         # a Decimal keeps its text: "72.50"
 
 
 def _coding(v, root, out, text=None):
@@ -116,7 +132,12 @@ def _coding(v, root, out, text=None):
         if type(code) is not str:
             code = None
         if system is not None or code is not None:
-            out.append(Token(system, code, text or _norm(v.get("display"))))
+            display = _norm(v.get("display"))
+            if text and display and display != text:
+                # :text matches the CodeableConcept's text or a coding's display
+                # (search.html#modifiers), so keep both, as words: "blodtrykk blood pressure panel"
+                display = f"{text} {display}"
+            out.append(Token(system, code, display or text))
 
 
 def _codeable_concept(v, root, out):
@@ -152,7 +173,7 @@ def _contact_point(v, root, out):
 
 def _token_shape(v, root, out):
     if type(v) is not dict:
-        _token_primitive(v if type(v) in (str, bool, int, float) else str(v), root, out)
+        _token_primitive(v if type(v) in _PRIMITIVE else str(v), root, out)
     elif "coding" in v or ("text" in v and "value" not in v and "code" not in v):
         _codeable_concept(v, root, out)
     elif "code" in v:
@@ -271,23 +292,19 @@ def _timing(v, root, out):
 def _date_shape(v, root, out):
     if type(v) is dict:
         (_timing if ("event" in v or "repeat" in v) else _period)(v, root, out)
-    elif v is not None and type(v) is not bool and not _is_number(v):
+    elif v is not None and type(v) is not bool and type(v) not in _NUMERIC:
         _date(str(v), root, out)
 
 
 # ---- number and quantity --------------------------------------------------------------
 
 def _value_of(q) -> float | None:
-    if type(q) is dict:
-        v = q.get("value")
-        if _is_number(v):
-            return float(v)
-    return None
+    return _float(q.get("value")) if type(q) is dict else None
 
 
 def _number(v, root, out):
-    if _is_number(v):
-        f = float(v)
+    f = _float(v)
+    if f is not None:
         out.append(Number(f, f, f))
 
 
@@ -340,8 +357,7 @@ def _quantity_shape(v, root, out):
             _money(v, root, out)
         else:
             _quantity(v, root, out)
-    elif _is_number(v):
-        f = float(v)
+    elif (f := _float(v)) is not None:
         out.append(Quantity(f, f, f, None, None, None))
 
 
