@@ -79,10 +79,15 @@ def _second(seconds: int) -> str:
     return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
+@lru_cache(maxsize=4096)
+def _http_second(seconds: int) -> str:
+    from email.utils import formatdate
+    return formatdate(seconds, usegmt=True)
+
+
 def http_date(ms: int) -> str:
     """Epoch ms as an HTTP date (RFC 9110), for Last-Modified."""
-    from email.utils import formatdate
-    return formatdate(ms / 1000, usegmt=True)
+    return _http_second(ms // 1000)
 
 
 def parse_http_date(text: str) -> int | None:

@@ -73,16 +73,16 @@ def local_part(reference: str, base_urls: tuple[str, ...]) -> str:
     return reference
 
 
-def rewrite_references(node: object, replace: Callable[[str], str | None]) -> int:
-    """Replace each ``reference`` value for which ``replace`` returns a string; returns how many.
+def rewrite_references(node: object, replace: Callable[[str], str | None]) -> list[dict]:
+    """Replace each ``reference`` value for which ``replace`` returns a string; returns every
+    Reference object found (so callers need not walk the resource again).
 
     Only Reference elements are rewritten; narrative is left as it is
     (FHIR transaction rules: https://hl7.org/fhir/R4/http.html#trules).
     """
-    count = 0
-    for ref in reference_objects(node):
+    refs = reference_objects(node)
+    for ref in refs:
         new = replace(ref["reference"])
         if new is not None:
             ref["reference"] = new
-            count += 1
-    return count
+    return refs

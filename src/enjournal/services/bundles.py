@@ -34,6 +34,7 @@ class Entry:
     if_match: int | None
     url: str
     result: dict = field(default_factory=dict)
+    refs: list | None = None     # the resource's Reference objects, found while resolving
 
 
 class BundleService:
@@ -174,7 +175,7 @@ class BundleService:
         for e in entries:
             if e.method in ("POST", "PUT") and isinstance(e.resource, dict):
                 try:
-                    rewrite_references(e.resource, replace)
+                    e.refs = rewrite_references(e.resource, replace)
                 except errors.FhirError as exc:
                     exc.issues[0].expression = (f"Bundle.entry[{e.index}].resource",)
                     raise
@@ -205,6 +206,8 @@ class BundleService:
                                                     f"{where}.request.url")
                 e.id = found[0].id
             outcome = service.patch_in(unit, e.type, e.id, e.resource, e.if_match, expression=where)
+        if e.method != "PATCH":
+            outcome.refs = e.refs
         outcomes.append(outcome)
         e.result = _response(outcome, "201 Created" if outcome.created else "200 OK")
 

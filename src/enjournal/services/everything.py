@@ -65,7 +65,8 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     member_keys = list(dict.fromkeys(rk for rk, _, _ in members))
     referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)])
     keys = [repo.key_of("Patient", patient.id)] + member_keys
-    keys += [k for k in referenced if k not in set(keys)]
+    known = set(keys)
+    keys += [k for k in referenced if k not in known]
     if since is not None or types is not None:
         keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
     return list(dict.fromkeys(keys))

@@ -30,6 +30,7 @@ class Outcome:
     created: bool = False
     unchanged: bool = False     # conditional create that found a match, or an update that changed nothing
     resource: dict | None = None  # the resource as written (saves parsing the body again)
+    refs: list | None = None      # its Reference objects, when the caller already walked it
 
 
 @dataclass
@@ -330,7 +331,7 @@ class ResourceService:
                 continue
             resource = outcome.resource or jsonio.loads(outcome.stored.body)
             contained = {"#" + c.get("id", "") for c in resource.get("contained", []) if isinstance(c, dict)}
-            for ref in reference_objects(resource):
+            for ref in outcome.refs if outcome.refs is not None else reference_objects(resource):
                 problem = self._unresolved(unit, ref["reference"], contained, base_urls, cache)
                 if problem:
                     where = f"{outcome.stored.type}.{path_of(resource, ref)}"
