@@ -1,0 +1,251 @@
+"""Ingest of Synthea transaction Bundles with every search parameter indexed.
+
+    .venv/bin/python -m bench.ingest [--resources 20000] [--concurrency 2] [--profile]
+
+Three figures from the same Bundles, in the same run, each into a fresh database file:
+
+- in-process: ``BundleService.process`` on a ``Platform`` (parse + validate + extract + store);
+- over HTTP: each Bundle POSTed to ``enjournal serve --workers 2`` (``--concurrency`` clients);
+- baseline: the same JSON documents into one SQLite table (id, type, json) with ``executemany``
+  in one transaction per Bundle, same pragmas (WAL, synchronous=FULL). Both sides parse the
+  Bundle and serialise each resource, so the ratio is the price of FHIR semantics and indexes.
+
+``--profile`` runs the in-process ingest once more under pyinstrument and prints the functions
+with the most self time and the inclusive time of the main stages.
+Target (issue): >= 2,000 resources/s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+from .build_db import remove_db
+from .common import (OUT, bundle_files, dataset_dir, enjournal_server, entries_of, log, machine,
+                     save_result)
+
+TARGET = 2000.0
+
+
+def pick_bundles(resources: int, dataset: Path | None = None) -> list[bytes]:
+    """Whole patient Bundles, in file order, until ``resources`` entries are reached."""
+    out, n = [], 0
+    for f in bundle_files(dataset or dataset_dir()):
+        raw = f.read_bytes()
+        out.append(raw)
+        n += entries_of(raw)
+        if n >= resources:
+            break
+    return out
+
+
+def fresh_db(name: str) -> Path:
+    directory = Path(os.environ.get("BENCH_TMP") or OUT)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.db"
+    remove_db(path)
+    return path
+
+
+# -- the three ways in ------------------------------------------------------------------------
+
+def ingest_in_process(bundles: list[bytes], db: Path) -> tuple[int, float]:
+    from enjournal.app import Platform
+    from enjournal.services.bundles import BundleService
+    from enjournal.settings import Settings
+    platform = Platform(Settings(database=f"sqlite:///{db}"))
+    service = BundleService(platform.resources, reader=lambda *a: {}, base_urls=lambda: ())
+    n = 0
+    try:
+        start = time.perf_counter()
+        for raw in bundles:
+            bundle = orjson.loads(raw)
+            service.process(bundle, 1_000_000)
+            n += len(bundle["entry"])
+        return n, time.perf_counter() - start
+    finally:
+        platform.close()
+
+
+def ingest_raw_sqlite(bundles: list[bytes], db: Path) -> tuple[int, float]:
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE res (id TEXT NOT NULL, type TEXT NOT NULL, json BLOB NOT NULL)")
+    n = 0
+    try:
+        start = time.perf_counter()
+        for raw in bundles:
+            bundle = orjson.loads(raw)
+            rows = []
+            for e in bundle["entry"]:
+                r = e["resource"]
+                rows.append((e.get("fullUrl") or r.get("id"), r["resourceType"], orjson.dumps(r)))
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO res (id, type, json) VALUES (?,?,?)", rows)
+            conn.execute("COMMIT")
+            n += len(rows)
+        return n, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def ingest_http(bundles: list[bytes], db: Path, concurrency: int, workers: int = 2) -> tuple[int, float, int]:
+    import httpx
+    # schema created by `serve` itself before its workers start
+    with enjournal_server(db, workers=workers) as server:
+        errors = []
+        counts = [0] * concurrency
+        queue = list(enumerate(bundles))
+        lock = threading.Lock()
+
+        def client(slot: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=600.0,
+                              headers={"content-type": "application/fhir+json"}) as http:
+                while True:
+                    with lock:
+                        if not queue:
+                            return
+                        _, raw = queue.pop(0)
+                    r = http.post("/", content=raw)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:300]}")
+                        continue
+                    counts[slot] += entries_of(raw)
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+    for e in errors[:3]:
+        log("  HTTP error:", e)
+    return sum(counts), elapsed, len(errors)
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+STAGES = ("process", "_transaction", "_entry", "_assign_ids", "_resolve", "_run", "create_in", "prepare",
+          "validate_resource", "check_references", "put", "_index", "extract", "add_rows", "flush",
+          "_pid_for_write", "loads", "dumps")
+
+
+def profile_in_process(bundles: list[bytes], db: Path, top: int = 15) -> dict:
+    from pyinstrument import Profiler
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    n, elapsed = ingest_in_process(bundles, db)
+    profiler.stop()
+    session = profiler.last_session
+    root = session.root_frame()
+    total = root.time
+    self_time: dict[tuple, float] = defaultdict(float)
+    incl: dict[str, float] = defaultdict(float)
+
+    def walk(frame, active: frozenset) -> None:
+        if frame.is_synthetic:
+            return              # "[self]" and "[await]" leaves: already in the parent's self time
+        name = frame.function
+        if (not frame.file_path or frame.file_path.startswith("<")) and frame.parent is not None:
+            # a builtin: say who called it
+            name = f"{name} <- {frame.parent.function}"
+        key = (name, _short(frame.file_path), frame.line_no)
+        self_time[key] += frame.total_self_time
+        name = frame.function
+        if name in STAGES and name not in active:
+            incl[name] += frame.time
+            active = active | {name}
+        for child in frame.children:
+            walk(child, active)
+
+    walk(root, frozenset())
+    hot = sorted(self_time.items(), key=lambda kv: -kv[1])[:top]
+    out = {"resources": n, "seconds": elapsed, "total_profiled_s": total,
+           "self": [{"function": f, "where": f"{p}:{ln}", "pct": 100 * t / total} for (f, p, ln), t in hot],
+           "inclusive": {k: 100 * v / total for k, v in sorted(incl.items(), key=lambda kv: -kv[1])}}
+    text = profiler.output_text(unicode=True, color=False, show_all=False)
+    (OUT / "ingest-profile.txt").write_text(text)
+    try:
+        (OUT / "ingest-profile.html").write_text(profiler.output_html())
+    except Exception:   # html renderer is a nicety
+        pass
+    return out
+
+
+def _short(path: str | None) -> str:
+    if not path:
+        return "?"
+    for marker in ("site-packages/", "src/", "lib/python3"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def run(resources: int = 20000, concurrency: int = 2, profile: bool = False, http: bool = True,
+        dataset: Path | None = None) -> dict:
+    bundles = pick_bundles(resources, dataset)
+    total = sum(entries_of(b) for b in bundles)
+    log(f"== ingest: {len(bundles)} Synthea transaction Bundles, {total:,} resources "
+        f"({sum(map(len, bundles)) / 2**20:.0f} MB); {machine()}")
+    result: dict = {"bundles": len(bundles), "resources": total}
+
+    n, dt = ingest_raw_sqlite(bundles, fresh_db("ingest-raw"))
+    raw_rate = n / dt
+    log(f"baseline raw SQLite (id,type,json; executemany per bundle): {raw_rate:,.0f} resources/s ({dt:.1f} s)")
+    result["raw_sqlite_per_s"] = raw_rate
+
+    n, dt = ingest_in_process(bundles, fresh_db("ingest-inproc"))
+    rate = n / dt
+    log(f"in-process BundleService.process: {rate:,.0f} resources/s ({dt:.1f} s) "
+        f"target >= {TARGET:,.0f}: {'MET' if rate >= TARGET else f'MISSED ({rate / TARGET:.0%} of target)'}; "
+        f"{raw_rate / rate:.1f}x slower than raw SQLite (ratio enjournal/raw = {rate / raw_rate:.3f})")
+    result["in_process_per_s"] = rate
+
+    if http:
+        n_http, dt, errs = ingest_http(bundles, fresh_db("ingest-http"), concurrency)
+        rate_http = n_http / dt
+        log(f"HTTP POST / (serve --workers 2, {concurrency} client{'s' if concurrency > 1 else ''}): "
+            f"{rate_http:,.0f} resources/s ({dt:.1f} s, {errs} failed bundles) "
+            f"target >= {TARGET:,.0f}: {'MET' if rate_http >= TARGET else f'MISSED ({rate_http / TARGET:.0%} of target)'}; "
+            f"ratio enjournal/raw = {rate_http / raw_rate:.3f}")
+        result.update(http_per_s=rate_http, http_failed_bundles=errs, http_clients=concurrency)
+
+    if profile:
+        sample = bundles[:max(1, len(bundles) // 2)]
+        prof = profile_in_process(sample, fresh_db("ingest-profile"))
+        log(f"profile (pyinstrument, {prof['resources']:,} resources in-process; full tree in "
+            f"bench/out/ingest-profile.txt):")
+        log("  inclusive time of stages: " + ", ".join(f"{k} {v:.0f}%" for k, v in prof["inclusive"].items()))
+        log("  top self time:")
+        for h in prof["self"]:
+            log(f"    {h['pct']:5.1f}%  {h['function']}  ({h['where']})")
+        result["profile"] = prof
+    save_result("ingest", result)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="ingest benchmark")
+    ap.add_argument("--resources", type=int, default=int(os.environ.get("BENCH_INGEST_RESOURCES", 20000)))
+    ap.add_argument("--concurrency", type=int, default=2, help="HTTP clients posting Bundles at once")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--dataset")
+    args = ap.parse_args()
+    run(args.resources, args.concurrency, args.profile, not args.no_http,
+        Path(args.dataset) if args.dataset else None)
+
+
+if __name__ == "__main__":
+    main()
