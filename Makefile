@@ -32,6 +32,7 @@ test: $(VENV)/.installed-test
 
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.run_all
 
 clean:
