@@ -8,6 +8,7 @@ recorded in ``SearchQuery.warnings`` and the parameter is dropped.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Union
@@ -18,7 +19,9 @@ from .searchparams import Registry, SearchParam
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 RESULT_PARAMS = {"_sort", "_count", "_include", "_revinclude", "_summary", "_elements", "_total",
-                 "_offset", "_snapshot", "_format", "_pretty", "_contained", "_containedType"}
+                 "_offset", "_snapshot", "_format", "_pretty", "_contained", "_containedType", "_totalMethod"}
+# DSTU1 comparators, still sent by clients such as fhirclient ({"$gt": ...} -> ">"); HAPI takes them too
+_LEGACY_PREFIXES = ((">=", "ge"), ("<=", "le"), (">", "gt"), ("<", "lt"))
 ANY = object()   # token system: any system
 
 
@@ -118,6 +121,11 @@ class AnyOf:
 
 
 @dataclass(frozen=True)
+class AllOf:
+    clauses: tuple
+
+
+@dataclass(frozen=True)
 class IdIn:
     ids: tuple
 
@@ -132,7 +140,7 @@ class TypeIn:
     types: tuple
 
 
-Clause = Union[Leaf, Missing, Chain, Has, AnyOf, IdIn, LastUpdated, TypeIn]
+Clause = Union[Leaf, Missing, Chain, Has, AnyOf, AllOf, IdIn, LastUpdated, TypeIn]
 
 
 @dataclass(frozen=True)
@@ -144,7 +152,7 @@ class SortKey:
 
 @dataclass(frozen=True)
 class Include:
-    source_type: str
+    source_type: str | None       # None: "_include=*" (whatever type the resources are)
     param: SearchParam | None     # None: "*" (every reference parameter)
     target_type: str | None
     iterate: bool
@@ -228,6 +236,10 @@ def _parse_result_param(q: SearchQuery, base: str, modifier: str, value: str,
         if value not in ("none", "estimate", "accurate"):
             raise errors.Invalid(f"_total must be none, estimate or accurate, not '{value}'", "_total")
         q.total = value
+    elif base == "_totalMethod":      # Aidbox's spelling, which fhirpy's count() sends
+        if value not in ("count", "estimate", "none"):
+            raise errors.Invalid(f"_totalMethod must be count, estimate or none, not '{value}'", "_totalMethod")
+        q.total = {"count": "accurate"}.get(value, value)
     elif base == "_summary":
         if value not in ("true", "false", "text", "data", "count"):
             raise errors.Invalid(f"_summary must be true, false, text, data or count, not '{value}'", "_summary")
@@ -245,11 +257,18 @@ def _parse_result_param(q: SearchQuery, base: str, modifier: str, value: str,
             raise errors.NotSupported(f"{base}={value} is not supported: contained resources are not searched", base)
 
 
+MAX_INT = 2**53
+
+
 def _int(value: str, name: str) -> int:
+    """A whole-number result parameter; values beyond 2^53 are refused (no SQLite overflow)."""
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None
+    if abs(number) > MAX_INT:
+        raise errors.Invalid(f"{name} is too large: {value}", name)
+    return number
 
 
 def _parse_sort(resource_type: str | None, value: str, registry: Registry) -> list[SortKey]:
@@ -266,14 +285,19 @@ def _parse_sort(resource_type: str | None, value: str, registry: Registry) -> li
         param = registry.get(resource_type, code) if resource_type else None
         if param is None:
             raise errors.Invalid(f"unknown sort parameter '{code}' for {resource_type or 'system search'}", "_sort")
-        if param.type in ("composite", "special"):
+        if param.type == "composite":
             raise errors.NotSupported(f"cannot sort by {param.type} parameter '{code}'", "_sort")
+        _check_indexed(param, "_sort")
         keys.append(SortKey(param, None, desc))
     return keys
 
 
 def _parse_include(value: str, registry: Registry, *, iterate: bool, reverse: bool) -> Include:
+    """``Type:param[:target]``, ``Type:*``, or ``*`` alone: every reference parameter of any
+    type (https://hl7.org/fhir/R4/search.html#include)."""
     name = "_revinclude" if reverse else "_include"
+    if value == "*":
+        return Include(None, None, None, iterate, reverse)
     parts = value.split(":")
     if len(parts) not in (2, 3):
         raise errors.Invalid(f"{name} must be Type:parameter[:targetType], not '{value}'", name)
@@ -311,7 +335,9 @@ def parse_clause(resource_type: str | None, name: str, value: str, registry: Reg
         return LastUpdated(tuple(_parse_range_value(name, v, "date") for v in _split_or(value)))
     if base == "_type":
         return TypeIn(tuple(_split_or(value)))
-    param = _lookup(resource_type, base, registry, types, name)
+    if resource_type is None and types:
+        return _parse_for_types(types, base, name, value, registry)
+    param = _lookup(resource_type, base, registry, name)
     if dot:
         return _parse_chain(resource_type, param, modifier, rest, value, registry, name)
     if modifier == "missing":
@@ -326,21 +352,43 @@ def parse_clause(resource_type: str | None, name: str, value: str, registry: Reg
     return Leaf(resource_type, param, None if negate else modifier, values, negate)
 
 
-def _lookup(resource_type: str | None, code: str, registry: Registry, types: tuple, name: str) -> SearchParam:
+def _parse_for_types(types: tuple, code: str, name: str, value: str, registry: Registry) -> Clause:
+    """A system-level search with ``_type``: the parameter must apply to every listed type
+    (https://hl7.org/fhir/R4/search.html#all); types whose definitions differ (Patient-name,
+    Practitioner-name) each get their own clause, limited to those types."""
+    by_url: dict[str, list[str]] = {}
+    for t in types:
+        param = registry.get(t, code)
+        if param is None:
+            raise errors.Invalid(f"unknown search parameter '{code}' for {t} (a parameter in a search "
+                                 "with _type must apply to every listed type)", name)
+        by_url.setdefault(param.url, []).append(t)
+    groups = list(by_url.values())
+    if len(groups) == 1:
+        return parse_clause(groups[0][0], name, value, registry)
+    return AnyOf(tuple(AllOf((TypeIn(tuple(ts)), parse_clause(ts[0], name, value, registry))) for ts in groups))
+
+
+def _lookup(resource_type: str | None, code: str, registry: Registry, name: str) -> SearchParam:
     if resource_type is None:
-        candidates = types or ()
-        params = [registry.get(t, code) for t in candidates] if candidates else [registry.get("Resource", code)]
-        params = [p for p in params if p is not None]
-        if not params or (not candidates and params[0] is None):
+        param = registry.get("Resource", code)
+        if param is None:
             raise errors.Invalid(f"unknown search parameter '{code}' for a system-level search "
                                  "(give _type to search parameters of a type)", name)
-        return params[0]
+        _check_indexed(param, name)
+        return param
     param = registry.get(resource_type, code)
     if param is None:
         raise errors.Invalid(f"unknown search parameter '{code}' for {resource_type}", name)
-    if param.type == "special":
-        raise errors.NotSupported(f"search parameter '{code}' ({param.type}) is not supported", name)
+    _check_indexed(param, name)
     return param
+
+
+def _check_indexed(param: SearchParam, name: str) -> None:
+    """Special parameters (near) and those without an expression (_text, _content, _query) have
+    no index: searching them would silently match nothing, so say so instead."""
+    if param.type == "special" or not param.expression:
+        raise errors.NotSupported(f"search parameter '{param.code}' is not supported by this server", name)
 
 
 _MODIFIERS = {
@@ -458,8 +506,11 @@ def _parse_token(raw: str, name: str) -> TokenQ:
 
 
 def _split_prefix(raw: str) -> tuple[str, str]:
-    if len(raw) > 2 and raw[:2] in PREFIXES and not raw[:2].isdigit():
+    if len(raw) > 2 and raw[:2] in PREFIXES:
         return raw[:2], raw[2:]
+    for legacy, prefix in _LEGACY_PREFIXES:
+        if raw.startswith(legacy):
+            return prefix, raw[len(legacy):]
     return "eq", raw
 
 
@@ -483,6 +534,8 @@ def _parse_range_value(name: str, raw: str, kind: str) -> RangeQ:
     if not _NUMBER.match(body):
         raise errors.Invalid(f"'{body}' is not a number ({name})", name)
     value = float(body)
+    if not math.isfinite(value) or abs(value) > 1e300:
+        raise errors.Invalid(f"'{body}' is out of range ({name})", name)
     lo, hi = _implicit_range(body, value)
     return RangeQ(prefix, value, lo, hi, system, code, kind)
 
@@ -491,7 +544,8 @@ def _implicit_range(text: str, value: float) -> tuple[float, float]:
     """Half a unit of the last significant digit either side: ``100`` -> [99.5, 100.5)."""
     mantissa, _, exponent = text.lower().partition("e")
     decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    step = 10.0 ** (-decimals) * (10.0 ** int(exponent) if exponent else 1.0)
+    power = (int(exponent) if exponent else 0) - decimals
+    step = 10.0 ** max(-300, min(300, power))
     return value - step / 2, value + step / 2
 
 

@@ -444,13 +444,13 @@ def _feed(conn: sqlite3.Connection, after: int, limit: int) -> list[FeedEntry]:
 
 
 def _search(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery) -> Page:
-    builder = SqlBuilder(pid_of, now_ms)
-    where, args = builder.where(query)
+    """One page of keys. Paging is stable: the first page fixes a snapshot (the largest key
+    then), later pages never see resources created after it."""
+    builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0])
     snapshot = query.snapshot
     if snapshot is None:
         snapshot = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0]
-    where += " AND r.rk <= ?"
-    args.append(snapshot)
+    where, args = builder.where(query, snapshot=snapshot)
     total = None
     if query.count == 0 or query.summary == "count":
         total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]

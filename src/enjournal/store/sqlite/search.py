@@ -1,7 +1,11 @@
 """Translate a parsed search (``fhir.query``) into SQL over the ``res`` and ``ix_*`` tables.
 
-Every clause becomes a predicate on the resource alias; a parameter's values are one
-``rk IN (SELECT ...)`` per value joined with UNION ALL so each branch is one index seek.
+The plan follows Blaze: one clause *drives* (its index seek yields the candidate keys, as
+``r.rk IN (SELECT rk ...)`` with every other term on ``r`` kept off the indexes), and every
+other clause is a *probe* of each candidate's own index rows (the ``ix_*_rk`` indexes), so a
+search costs in proportion to its most selective clause, never to the size of the database.
+The driver is the seekable clause with the fewest rows, counted with a capped index-only
+query when the store passes ``count``.
 Comparison semantics follow https://hl7.org/fhir/R4/search.html#prefix: a stored value is a
 range [lo, hi]; ``eq`` means the stored range lies within the search value's range.
 """
@@ -16,32 +20,33 @@ from .rows import TABLE_OF_TYPE
 
 _MAXCHAR = "\U0010ffff"
 _DAY_MS = 86_400_000
+ESTIMATE_CAP = 2000          # counting further costs more than a wrong choice of driver...
+TIE_CAP = 50_000             # ...unless two clauses of a kind both reach it (status=final&code=x)
+SCAN_COST = 100 * TIE_CAP
+# Ties at the cap go to the kind of clause that is usually the most selective.
+_KIND_RANK = {"reference": 1, "token": 2, "composite": 2, "uri": 2, "string": 3,
+              "Chain": 4, "Has": 5, "date": 6, "number": 7, "quantity": 7}
+
+Count = Callable[[str, list], int]      # runs a SELECT COUNT(*) statement
 
 
 class SqlBuilder:
-    """Builds SQL for one search. ``pid_of(url)`` maps a search parameter to its id."""
+    """Builds SQL for one search. ``pid_of(url)`` maps a search parameter to its id;
+    ``count(sql, args)``, when given, runs the capped counts that choose the driving clause."""
 
-    def __init__(self, pid_of: Callable[[str], int | None], now_ms: int):
+    def __init__(self, pid_of: Callable[[str], int | None], now_ms: int, count: Count | None = None):
         self.pid_of = pid_of
         self.now_ms = now_ms
+        self.count = count
         self._aliases = itertools.count(1)
 
     # -- entry points ------------------------------------------------------------------
 
-    def where(self, query: q.SearchQuery, alias: str = "r") -> tuple[str, list]:
-        parts = [f"{alias}.deleted = 0"]
-        args: list = []
-        if query.resource_type:
-            parts.append(f"{alias}.type = ?")
-            args.append(query.resource_type)
-        elif query.types:
-            parts.append(f"{alias}.type IN ({','.join('?' * len(query.types))})")
-            args.extend(query.types)
-        for clause in query.clauses:
-            sql, a = self.clause(clause, alias)
-            parts.append(sql)
-            args.extend(a)
-        return " AND ".join(parts), args
+    def where(self, query: q.SearchQuery, alias: str = "r", snapshot: int | None = None) -> tuple[str, list]:
+        """The condition on ``res {alias}`` for the live resources matching ``query`` (and
+        with a key at most ``snapshot``, for stable paging)."""
+        types = (query.resource_type,) if query.resource_type else tuple(query.types)
+        return self._match(types, list(query.clauses), alias, snapshot, key_order=not query.sort)
 
     def order_by(self, query: q.SearchQuery, alias: str = "r") -> tuple[str, list]:
         terms, args = [], []
@@ -55,33 +60,149 @@ class SqlBuilder:
                 continue
             expr, a = self._sort_expr(key, alias)
             # resources without a value are kept and come last, whatever the direction
-            terms.append(f"({expr}) IS NULL, ({expr}) {direction}")
-            args.extend(a + a)
+            terms.append(f"({expr}) {direction} NULLS LAST")
+            args.extend(a)
         terms.append(f"{alias}.rk ASC")
         return ", ".join(terms), args
 
-    # -- clauses -------------------------------------------------------------------------
+    # -- planning ------------------------------------------------------------------------
 
-    def clause(self, c: object, alias: str) -> tuple[str, list]:
+    def _match(self, types: tuple, clauses: list, alias: str, snapshot: int | None = None,
+               key_order: bool = False) -> tuple[str, list]:
+        """The condition on ``res {alias}``; ``key_order``: the rows are wanted by key (no _sort)."""
+        driver = self._driver(clauses)
+        # with a driving seek, a unary + keeps SQLite from scanning the type index instead;
+        # a bare listing of a common type is fastest read in key order, stopping at the page end
+        off = "+" if driver is not None and not isinstance(driver, (q.IdIn, q.Has)) else ""
+        if driver is None and not clauses and key_order and len(types) == 1 and self._common(types[0]):
+            off = "+"
+        parts, args = [f"{alias}.deleted = 0"], []
+        if len(types) == 1:
+            parts.append(f"{off}{alias}.type = ?")
+        elif types:
+            parts.append(f"{off}{alias}.type IN ({_marks(types)})")
+        args.extend(types)
+        if snapshot is not None:
+            parts.append(f"{'+' if driver is not None else ''}{alias}.rk <= ?")
+            args.append(snapshot)
+        if driver is not None:
+            sql, a = self._seek(driver, alias)
+            parts.append(sql)
+            args.extend(a)
+        for c in clauses:
+            if c is not driver:
+                sql, a = self._probe(c, alias)
+                parts.append(sql)
+                args.extend(a)
+        return " AND ".join(parts), args
+
+    def _common(self, resource_type: str) -> bool:
+        if self.count is None:
+            return False
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM res WHERE type = ? LIMIT {ESTIMATE_CAP})"
+        return self.count(sql, [resource_type]) >= ESTIMATE_CAP
+
+    def _driver(self, clauses: list):
+        """The clause expected to yield the fewest keys (None: scan the type). Rows are only
+        counted when there is a choice to make, and counted further on a tie at the cap."""
+        able = [c for c in clauses if self._cost(c, counted=False) is not None]
+        if len(able) <= 1:
+            return able[0] if able else None
+        costs = [self._cost(c, ESTIMATE_CAP) for c in able]
+        best = min(costs)
+        tied = [c for c, cost in zip(able, costs) if cost == best]
+        if len(tied) > 1 and best[0] == ESTIMATE_CAP:
+            return min(tied, key=lambda c: self._cost(c, TIE_CAP))
+        return able[costs.index(best)]
+
+    def _cost(self, c, counted: int | bool) -> tuple | None:
+        """(estimated rows, kind rank) for a clause that can drive; None when it cannot.
+        ``counted``: count the rows, up to that many (False: do not count)."""
+        if isinstance(c, q.IdIn):
+            return (0, 0)            # primary-key lookups: the cheapest seek there is
+        if isinstance(c, (q.Chain, q.Has)):
+            inner = self._cost(c.inner, counted)     # how many targets (sources) match: a fair proxy
+            rows = inner[0] if inner is not None else SCAN_COST
+            return (rows, _KIND_RANK[type(c).__name__])
+        if isinstance(c, q.AnyOf) and c.clauses:
+            if any(isinstance(sub, (q.IdIn, q.Has)) for sub in c.clauses):
+                return None
+            costs = [self._cost(sub, counted) for sub in c.clauses]
+            if any(x is None for x in costs):
+                return None
+            return (min(SCAN_COST, sum(x[0] for x in costs)), max(x[1] for x in costs))
+        if not isinstance(c, q.Leaf) or c.negate:
+            return None
+        rank = _KIND_RANK.get(c.param.type, 8)
+        if not all(seekable for _t, _c, _a, seekable in self._branches(c)):
+            # a scan of the parameter's index rows: worse than any seek, better than the type
+            return (SCAN_COST, rank)
+        if not counted or self.count is None:
+            return (ESTIMATE_CAP, rank)
+        keys, args = self._keys(c)
+        return (self.count(f"SELECT COUNT(*) FROM ({keys} LIMIT {int(counted)})", args), rank)
+
+    # -- seeks: the driving clause as keys from an index ---------------------------------
+
+    def _seek(self, c, alias: str) -> tuple[str, list]:
+        if isinstance(c, q.IdIn):
+            return f"{alias}.id IN ({_marks(c.ids)})", list(c.ids)
+        if isinstance(c, q.Has):
+            ids, args = self._has_ids(c)
+            return f"{alias}.id IN ({ids})", args
+        keys, args = self._keys(c)
+        return f"{alias}.rk IN ({keys})", args
+
+    def _keys(self, c) -> tuple[str, list]:
+        """A SELECT of the keys matching a seekable Leaf, AnyOf (of Leafs) or Chain."""
+        if isinstance(c, q.AnyOf):
+            parts, args = [], []
+            for sub in c.clauses:
+                sql, a = self._keys(sub)
+                parts.append(sql)
+                args.extend(a)
+            return " UNION ALL ".join(parts), args
+        if isinstance(c, q.Chain):
+            t = f"t{next(self._aliases)}"
+            inner, a = self._match((c.target_type,), [c.inner], t)
+            return (f"SELECT x.rk FROM ix_ref x WHERE x.tid IN (SELECT {t}.id FROM res {t} WHERE {inner}) "
+                    f"AND x.ttype = ? AND x.pid = ?", a + [c.target_type, self._pid(c.param)])
+        pid = self._pid(c.param)
+        parts, args = [], []
+        for table, cond, a, _seekable in self._branches(c):
+            parts.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
+            args.extend([pid] + a)
+        return " UNION ALL ".join(parts), args
+
+    def _has_ids(self, c: q.Has) -> tuple[str, list]:
+        """A SELECT of the ids that sources matching ``c.inner`` refer to through ``c.param``."""
+        s = f"s{next(self._aliases)}"
+        inner, a = self._match((c.source_type,), [c.inner], s)
+        return (f"SELECT x.tid FROM ix_ref x WHERE x.rk IN (SELECT {s}.rk FROM res {s} WHERE {inner}) "
+                f"AND x.pid = ? AND x.ttype = ?", a + [self._pid(c.param), c.resource_type])
+
+    # -- probes: every other clause, checked on one candidate's own rows ------------------
+
+    def _probe(self, c, alias: str) -> tuple[str, list]:
         if isinstance(c, q.Leaf):
-            return self._leaf(c, alias)
+            return self._probe_leaf(c, alias)
         if isinstance(c, q.Missing):
             return self._missing(c, alias)
         if isinstance(c, q.IdIn):
-            return f"{alias}.id IN ({','.join('?' * len(c.ids))})", list(c.ids)
+            return f"{alias}.id IN ({_marks(c.ids)})", list(c.ids)
         if isinstance(c, q.TypeIn):
-            return f"{alias}.type IN ({','.join('?' * len(c.types))})", list(c.types)
+            return f"+{alias}.type IN ({_marks(c.types)})", list(c.types)
         if isinstance(c, q.LastUpdated):
             ors, args = [], []
             for v in c.values:
                 sql, a = self._range_cond(v, f"{alias}.updated", f"{alias}.updated", date=True)
-                ors.append(sql)
+                ors.append(f"({sql})")
                 args.extend(a)
             return "(" + " OR ".join(ors) + ")", args
         if isinstance(c, (q.AnyOf, q.AllOf)):
             parts, args = [], []
             for sub in c.clauses:
-                sql, a = self.clause(sub, alias)
+                sql, a = self._probe(sub, alias)
                 parts.append(sql)
                 args.extend(a)
             if not parts:        # an empty OR matches nothing, an empty AND everything
@@ -89,68 +210,75 @@ class SqlBuilder:
             joiner = " OR " if isinstance(c, q.AnyOf) else " AND "
             return "(" + joiner.join(parts) + ")", args
         if isinstance(c, q.Chain):
+            # follow the candidate's own reference(s) and probe the target found
             t = f"t{next(self._aliases)}"
-            inner, a = self.clause(c.inner, t)
-            sql = (f"{alias}.rk IN (SELECT x.rk FROM ix_ref x WHERE x.pid = ? AND x.ttype = ? AND x.tid IN "
-                   f"(SELECT {t}.id FROM res {t} WHERE {t}.type = ? AND {t}.deleted = 0 AND {inner}))")
-            return sql, [self._pid(c.param), c.target_type, c.target_type] + a
+            inner, a = self._probe(c.inner, t)
+            return (f"EXISTS (SELECT 1 FROM ix_ref x INDEXED BY ix_ref_rk JOIN res {t} ON {t}.type = x.ttype "
+                    f"AND {t}.id = x.tid WHERE x.rk = {alias}.rk AND x.pid = ? AND x.ttype = ? "
+                    f"AND {t}.deleted = 0 AND {inner})", [self._pid(c.param), c.target_type] + a)
         if isinstance(c, q.Has):
-            s = f"s{next(self._aliases)}"
-            inner, a = self.clause(c.inner, s)
-            sql = (f"{alias}.id IN (SELECT x.tid FROM ix_ref x WHERE x.pid = ? AND x.ttype = ? AND x.rk IN "
-                   f"(SELECT {s}.rk FROM res {s} WHERE {s}.type = ? AND {s}.deleted = 0 AND {inner}))")
-            return sql, [self._pid(c.param), c.resource_type, c.source_type] + a
+            ids, args = self._has_ids(c)
+            return f"+{alias}.id IN ({ids})", args
         raise errors.NotSupported(f"cannot search with {type(c).__name__}")
+
+    def _probe_leaf(self, c: q.Leaf, alias: str) -> tuple[str, list]:
+        """``[NOT] EXISTS`` a row of the candidate for the parameter with any of the values. The
+        rows are found by key (INDEXED BY): the value indexes would scan every resource's."""
+        branches = self._branches(c)
+        tables = {table for table, *_ in branches}
+        parts, args = [], []
+        for table in sorted(tables):
+            conds = [(cond, a) for t, cond, a, _s in branches if t == table]
+            parts.append(f"EXISTS (SELECT 1 FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ? "
+                         f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}))")
+            args.append(self._pid(c.param))
+            for _cond, a in conds:
+                args.extend(a)
+        sql = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+        return (f"NOT {sql}" if c.negate else sql), args
 
     def _missing(self, c: q.Missing, alias: str) -> tuple[str, list]:
         """``:missing``: whether the resource has any index row for the parameter. A reference
         given only as ``Reference.identifier`` is indexed as a token (for ``:identifier``) and
         is a value all the same (https://hl7.org/fhir/R4/search.html#modifiers)."""
         pid = self._pid(c.param)
-        op = "NOT IN" if c.missing else "IN"
-        sub = f"SELECT rk FROM {TABLE_OF_TYPE[c.param.type]} WHERE pid = ?"
-        args = [pid]
-        if c.param.type == "reference":
-            sub += " UNION ALL SELECT rk FROM ix_tok WHERE pid = ?"
-            args.append(pid)
-        return f"{alias}.rk {op} ({sub})", args
+        tables = [TABLE_OF_TYPE[c.param.type]] + (["ix_tok"] if c.param.type == "reference" else [])
+        exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t} INDEXED BY {t}_rk WHERE rk = {alias}.rk AND pid = ?)"
+                             for t in tables)
+        return (f"NOT ({exists})" if c.missing else f"({exists})"), [pid] * len(tables)
 
     def _pid(self, param) -> int:
         pid = self.pid_of(param.url)
         return -1 if pid is None else pid  # never indexed yet: matches nothing
 
-    def _leaf(self, c: q.Leaf, alias: str) -> tuple[str, list]:
-        pid = self._pid(c.param)
-        branches, args = [], []
-        for value in c.values:
-            table, cond, a = self._value_cond(c.param, c.modifier, value)
-            branches.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
-            args.append(pid)
-            args.extend(a)
-        op = "NOT IN" if c.negate else "IN"
-        return f"{alias}.rk {op} ({' UNION ALL '.join(branches)})", args
+    # -- values --------------------------------------------------------------------------
 
-    def _value_cond(self, param, modifier, v) -> tuple[str, str, list]:
+    def _branches(self, c: q.Leaf) -> list[tuple[str, str, list, bool]]:
+        """(table, condition, args, seekable) per value; seekable when the condition bounds
+        a seek of the table's value index (not a scan of all of the parameter's rows)."""
+        return [self._value_cond(c.param, c.modifier, v) for v in c.values]
+
+    def _value_cond(self, param, modifier, v) -> tuple[str, str, list, bool]:
         kind = param.type
         if isinstance(v, q.TokenQ):
-            return "ix_tok", *self._token_cond(v)
+            return "ix_tok", *self._token_cond(v), v.code is not None
         if isinstance(v, q.OfTypeQ):
             if v.type_system is None:
-                return "ix_oft", "value = ? AND tcode = ?", [v.value, v.type_code]
-            return "ix_oft", "value = ? AND tcode = ? AND tsys = ?", [v.value, v.type_code, v.type_system]
+                return "ix_oft", "value = ? AND tcode = ?", [v.value, v.type_code], True
+            return "ix_oft", "value = ? AND tcode = ? AND tsys = ?", [v.value, v.type_code, v.type_system], True
         if isinstance(v, q.StringQ):
             if kind == "token":   # :text
                 return "ix_tok", "(text >= ? AND text < ? OR text LIKE ? ESCAPE '\\')", \
-                    [v.norm, v.norm + _MAXCHAR, "% " + _like(v.norm) + "%"]
+                    [v.norm, v.norm + _MAXCHAR, "% " + _like(v.norm) + "%"], False
             if modifier == "exact":   # norm = normalise(exact), so the (pid, norm) index finds it
-                return "ix_str", "norm = ? AND exact = ?", [v.norm, v.text]
+                return "ix_str", "norm = ? AND exact = ?", [v.norm, v.text], True
             if modifier == "contains":
-                return "ix_str", "norm LIKE ? ESCAPE '\\'", ["%" + _like(v.norm) + "%"]
-            return "ix_str", "norm >= ? AND norm < ?", [v.norm, v.norm + _MAXCHAR]
+                return "ix_str", "norm LIKE ? ESCAPE '\\'", ["%" + _like(v.norm) + "%"], False
+            return "ix_str", "norm >= ? AND norm < ?", [v.norm, v.norm + _MAXCHAR], True
         if isinstance(v, q.RangeQ):
             if v.kind == "date":
                 cond, a = self._range_cond(v, "lo", "hi", date=True)
-                return "ix_date", cond, a
+                return "ix_date", cond, a, v.prefix not in ("gt", "ge", "ne")
             cond, a = self._range_cond(v, "lo", "hi", date=False, point="v")
             if v.system is not None:
                 cond += " AND sys = ?"
@@ -158,17 +286,18 @@ class SqlBuilder:
             if v.code is not None:
                 cond += " AND (code = ? OR unit = ?)" if v.system is None else " AND code = ?"
                 a.extend([v.code, v.code] if v.system is None else [v.code])
-            return "ix_num", cond, a
+            return "ix_num", cond, a, v.prefix in ("eq", "sa", "eb")
         if isinstance(v, q.RefQ):
             if v.id is not None and v.type is not None:
-                return "ix_ref", "tid = ? AND ttype = ?", [v.id, v.type]
+                return "ix_ref", "tid = ? AND ttype = ?", [v.id, v.type], True
             if v.id is not None:
-                return "ix_ref", "tid = ?", [v.id]
-            return "ix_ref", "url = ?", [v.url]
+                return "ix_ref", "tid = ?", [v.id], True
+            return "ix_ref", "url = ?", [v.url], True
         if isinstance(v, q.UriQ):
-            return "ix_uri", *self._uri_cond(v.uri, modifier)
+            return "ix_uri", *self._uri_cond(v.uri, modifier), True
         if isinstance(v, q.CompositeQ):
-            return "ix_comp", *self._composite_cond(v)
+            first = v.parts[0]
+            return "ix_comp", *self._composite_cond(v), not (isinstance(first, q.TokenQ) and first.code is None)
         raise errors.NotSupported(f"cannot search {kind} with {type(v).__name__}")
 
     @staticmethod
@@ -178,7 +307,7 @@ class SqlBuilder:
         seek per parent."""
         if modifier == "below":
             stem = uri.rstrip("/")
-            # the seek range [uri, stem/...] also holds e.g. "stem-x" (- and . sort before /)
+            # the seek range [stem, stem/...] also holds e.g. "stem-x" (- and . sort before /)
             return "uri >= ? AND uri < ? AND (uri = ? OR uri >= ?)", [stem, stem + "/" + _MAXCHAR, stem, stem + "/"]
         if modifier == "above":
             parents = _parents(uri)
@@ -300,7 +429,11 @@ class SqlBuilder:
             agg = "MAX(hi)" if key.descending else "MIN(lo)"
         else:
             agg = f"{'MAX' if key.descending else 'MIN'}({column})"
-        return f"SELECT {agg} FROM {table} WHERE rk = {alias}.rk AND pid = ?", [self._pid(param)]
+        return f"SELECT {agg} FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ?", [self._pid(param)]
+
+
+def _marks(values) -> str:
+    return ",".join("?" * len(values))
 
 
 def _parents(uri: str) -> list[str]:
