@@ -44,3 +44,25 @@ def test_custom_parameter_lifecycle(tmp_path):
         assert c.get("/Patient", params={"birthplace-city": "Tromsø"}).status_code == 400
     finally:
         srv.stop()
+
+
+def test_stale_index_is_rebuilt_on_start(tmp_path):
+    """A database indexed under other definitions (an upgrade) is reindexed when the server starts."""
+    import sqlite3
+    srv = start_server(tmp_path)
+    try:
+        c = httpx.Client(base_url=srv.base)
+        pid = c.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Haugen"}]}).json()["id"]
+    finally:
+        srv.stop()
+    db = sqlite3.connect(tmp_path / "enjournal.db")
+    db.execute("DELETE FROM ix_str")                       # index rows lost or made by older code
+    db.execute("UPDATE setting SET value = 'older-definitions' WHERE name = 'registry-fingerprint'")
+    db.commit()
+    db.close()
+    srv = start_server(tmp_path)
+    try:
+        found = httpx.get(f"{srv.base}/Patient", params={"family": "haugen"}).json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+    finally:
+        srv.stop()

@@ -59,7 +59,7 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     for rk, type_, pid, updated in repo.compartment_members("Patient", patient_id):
         if type_ not in allowed:
             urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
-            allowed[type_] = {repo.pid_of(p.url) for p in urls if p is not None}
+            allowed[type_] = {repo.pid_of(type_, p) for p in urls if p is not None}
         if pid in allowed[type_]:
             members.append((rk, type_, updated))
     member_keys = list(dict.fromkeys(rk for rk, _, _ in members))

@@ -40,19 +40,24 @@ class CustomSearchParameters:
                 registry = registry.with_custom(resource)
         return registry
 
+    def _stamp(self, registry: Registry) -> str:
+        """What the database records: the store's index format and the definitions' hash."""
+        return f"{self.repo.index_format}:{registry.fingerprint}"
+
     def start(self) -> None:
-        """Load stored custom parameters; reindex everything if the definitions changed."""
+        """Load stored custom parameters; reindex everything if the definitions (or the way
+        the store keys its index) changed since the database was last indexed."""
         registry = self.build(self.repo.bodies_of_type("SearchParameter"))
         self._use(registry)
         stored = self.repo.get_setting(SETTING)
-        if stored != registry.fingerprint:
+        if stored != self._stamp(registry):
             with self.repo.unit() as unit:
                 if stored is not None:
                     began = time.perf_counter()
                     count = unit.reindex(None)
                     log.warning("search parameter definitions changed: reindexed %d resources in %.1f s",
                                 count, time.perf_counter() - began)
-                unit.set_setting(SETTING, registry.fingerprint)
+                unit.set_setting(SETTING, self._stamp(registry))
 
     def refresh(self) -> None:
         """Reload when another process changed the definitions (checked at most once a second)."""
@@ -60,7 +65,7 @@ class CustomSearchParameters:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_SECONDS
-        if self.repo.get_setting(SETTING) != self.resources.registry.fingerprint:
+        if self.repo.get_setting(SETTING) != self._stamp(self.resources.registry):
             self._use(self.build(self.repo.bodies_of_type("SearchParameter")))
 
     def on_write(self, unit: Any, type: str, old: bytes | None, new: dict | None) -> None:
@@ -75,4 +80,4 @@ class CustomSearchParameters:
         unit.on_rollback(lambda: self._use(previous))
         types = sorted(registry.resource_types()) if {"Resource", "DomainResource"} & bases else sorted(bases)
         unit.reindex(tuple(t for t in types if t in registry.resource_types()))
-        unit.set_setting(SETTING, registry.fingerprint)
+        unit.set_setting(SETTING, self._stamp(registry))

@@ -20,8 +20,8 @@ from ... import errors
 from ...fhir import dates, jsonio
 from ...fhir import query as q
 from .. import FeedEntry, Page, Stored, iter_chunks
-from .rows import INSERT_SQL, add_rows
-from .schema import INDEX_TABLES, migrate
+from .rows import INSERT_SQL, add_rows, param_key
+from .schema import INDEX_FORMAT, INDEX_TABLES, migrate
 from .search import SqlBuilder
 
 _COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
@@ -41,6 +41,7 @@ def _path_of(url: str) -> str:
 
 
 class SqliteRepository:
+    index_format = INDEX_FORMAT     # how index rows are keyed; a change reindexes on start
     def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
                  new_id: Callable[[], str] | None = None, synchronous: str = "FULL"):
         self.path = _path_of(url)
@@ -87,12 +88,14 @@ class SqliteRepository:
             conn.close()
             self._local.conn = None
 
-    def pid_of(self, url: str) -> int | None:
-        pid = self._pids.get(url)
+    def pid_of(self, resource_type: str | None, param: Any) -> int | None:
+        """The id under which ``param``'s index rows for ``resource_type`` are stored."""
+        key = param_key(resource_type, param)
+        pid = self._pids.get(key)
         if pid is None:
-            row = self._reader().execute("SELECT pid FROM sp WHERE url = ?", (url,)).fetchone()
+            row = self._reader().execute("SELECT pid FROM sp WHERE url = ?", (key,)).fetchone()
             if row:
-                pid = self._pids[url] = row[0]
+                pid = self._pids[key] = row[0]
         return pid
 
     # -- reads -------------------------------------------------------------------------
@@ -390,7 +393,7 @@ class SqliteUnit:
             url = urls.get((type, code))
             if url is None:
                 param = registry.get(type, code)
-                url = urls[(type, code)] = param.url if param is not None else f"{type}.{code}"
+                url = urls[(type, code)] = param_key(type, param) if param is not None else f"{type}.{code}"
             add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value)
 
     def flush(self) -> None:
@@ -509,7 +512,7 @@ def _includes(conn: sqlite3.Connection, pid_of, keys: list, includes: list) -> l
 
 def _include_once(conn: sqlite3.Connection, pid_of, keys: list, inc: q.Include) -> list:
     out: list = []
-    pid = pid_of(inc.param.url) if inc.param is not None else None
+    pid = pid_of(inc.source_type, inc.param) if inc.param is not None else None
     if inc.param is not None and pid is None:
         return out
     for chunk in iter_chunks(keys, 500):

@@ -17,6 +17,16 @@ INSERT_SQL = {
     "ix_comp": "INSERT INTO ix_comp (pid, a_sys, a_code, b_sys, b_code, b_lo, b_hi, rk) VALUES (?,?,?,?,?,?,?,?)",
 }
 
+def param_key(resource_type: str | None, param) -> str:
+    """The key a parameter's index rows are stored under. Parameters defined on Resource or
+    DomainResource share one key for all types (system-level search); every other parameter
+    gets one per resource type, so ``Condition?patient=`` never reads the Observation rows of
+    the shared ``clinical-patient`` definition."""
+    if resource_type is None or "Resource" in param.base or "DomainResource" in param.base:
+        return param.url
+    return f"{resource_type}|{param.url}"
+
+
 # which table a search-parameter type's values live in (for :missing and sorting)
 TABLE_OF_TYPE = {
     "string": "ix_str", "token": "ix_tok", "date": "ix_date", "number": "ix_num",

@@ -67,7 +67,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE cursor (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     CREATE TABLE setting (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: covering value indexes (the key is in the index, no table read per match), a date
+    #    index by upper bound (ge/gt and descending sorts), (rk, pid) for per-candidate probes
+    """
+    DROP INDEX ix_str_v; CREATE INDEX ix_str_v ON ix_str(pid, norm, rk);
+    DROP INDEX ix_str_rk; CREATE INDEX ix_str_rk ON ix_str(rk, pid);
+    DROP INDEX ix_tok_v; CREATE INDEX ix_tok_v ON ix_tok(pid, code, sys, rk);
+    DROP INDEX ix_tok_rk; CREATE INDEX ix_tok_rk ON ix_tok(rk, pid);
+    DROP INDEX ix_oft_v; CREATE INDEX ix_oft_v ON ix_oft(pid, value, tcode, rk);
+    DROP INDEX ix_date_v; CREATE INDEX ix_date_v ON ix_date(pid, lo, hi, rk);
+    CREATE INDEX ix_date_hi ON ix_date(pid, hi, rk);
+    DROP INDEX ix_date_rk; CREATE INDEX ix_date_rk ON ix_date(rk, pid, lo, hi);
+    DROP INDEX ix_num_v; CREATE INDEX ix_num_v ON ix_num(pid, v, rk);
+    DROP INDEX ix_num_rk; CREATE INDEX ix_num_rk ON ix_num(rk, pid);
+    DROP INDEX ix_ref_v; CREATE INDEX ix_ref_v ON ix_ref(tid, ttype, pid, rk);
+    DROP INDEX ix_ref_rk; CREATE INDEX ix_ref_rk ON ix_ref(rk, pid);
+    DROP INDEX ix_uri_v; CREATE INDEX ix_uri_v ON ix_uri(pid, uri, rk);
+    DROP INDEX ix_comp_v; CREATE INDEX ix_comp_v ON ix_comp(pid, a_code, rk);
+    """,
 )
+
+# Part of the stored registry fingerprint: a change in how index rows are keyed makes every
+# existing database reindex once on start (2: parameter ids per resource type).
+INDEX_FORMAT = 2
 
 INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
 

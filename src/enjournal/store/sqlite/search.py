@@ -31,10 +31,10 @@ Count = Callable[[str, list], int]      # runs a SELECT COUNT(*) statement
 
 
 class SqlBuilder:
-    """Builds SQL for one search. ``pid_of(url)`` maps a search parameter to its id;
+    """Builds SQL for one search. ``pid_of(type, param)`` maps a search parameter to its id;
     ``count(sql, args)``, when given, runs the capped counts that choose the driving clause."""
 
-    def __init__(self, pid_of: Callable[[str], int | None], now_ms: int, count: Count | None = None):
+    def __init__(self, pid_of: Callable[[str | None, object], int | None], now_ms: int, count: Count | None = None):
         self.pid_of = pid_of
         self.now_ms = now_ms
         self.count = count
@@ -58,7 +58,7 @@ class SqlBuilder:
             if key.special == "_lastUpdated":
                 terms.append(f"{alias}.updated {direction}")
                 continue
-            expr, a = self._sort_expr(key, alias)
+            expr, a = self._sort_expr(key, alias, query.resource_type)
             # resources without a value are kept and come last, whatever the direction
             terms.append(f"({expr}) {direction} NULLS LAST")
             args.extend(a)
@@ -166,8 +166,8 @@ class SqlBuilder:
             t = f"t{next(self._aliases)}"
             inner, a = self._match((c.target_type,), [c.inner], t)
             return (f"SELECT x.rk FROM ix_ref x WHERE x.tid IN (SELECT {t}.id FROM res {t} WHERE {inner}) "
-                    f"AND x.ttype = ? AND x.pid = ?", a + [c.target_type, self._pid(c.param)])
-        pid = self._pid(c.param)
+                    f"AND x.ttype = ? AND x.pid = ?", a + [c.target_type, self._pid(c.param, c.resource_type)])
+        pid = self._pid(c.param, c.resource_type)
         parts, args = [], []
         for table, cond, a, _seekable in self._branches(c):
             parts.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
@@ -179,7 +179,7 @@ class SqlBuilder:
         s = f"s{next(self._aliases)}"
         inner, a = self._match((c.source_type,), [c.inner], s)
         return (f"SELECT x.tid FROM ix_ref x WHERE x.rk IN (SELECT {s}.rk FROM res {s} WHERE {inner}) "
-                f"AND x.pid = ? AND x.ttype = ?", a + [self._pid(c.param), c.resource_type])
+                f"AND x.pid = ? AND x.ttype = ?", a + [self._pid(c.param, c.source_type), c.resource_type])
 
     # -- probes: every other clause, checked on one candidate's own rows ------------------
 
@@ -215,7 +215,7 @@ class SqlBuilder:
             inner, a = self._probe(c.inner, t)
             return (f"EXISTS (SELECT 1 FROM ix_ref x INDEXED BY ix_ref_rk JOIN res {t} ON {t}.type = x.ttype "
                     f"AND {t}.id = x.tid WHERE x.rk = {alias}.rk AND x.pid = ? AND x.ttype = ? "
-                    f"AND {t}.deleted = 0 AND {inner})", [self._pid(c.param), c.target_type] + a)
+                    f"AND {t}.deleted = 0 AND {inner})", [self._pid(c.param, c.resource_type), c.target_type] + a)
         if isinstance(c, q.Has):
             ids, args = self._has_ids(c)
             return f"+{alias}.id IN ({ids})", args
@@ -231,7 +231,7 @@ class SqlBuilder:
             conds = [(cond, a) for t, cond, a, _s in branches if t == table]
             parts.append(f"EXISTS (SELECT 1 FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ? "
                          f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}))")
-            args.append(self._pid(c.param))
+            args.append(self._pid(c.param, c.resource_type))
             for _cond, a in conds:
                 args.extend(a)
         sql = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
@@ -241,14 +241,14 @@ class SqlBuilder:
         """``:missing``: whether the resource has any index row for the parameter. A reference
         given only as ``Reference.identifier`` is indexed as a token (for ``:identifier``) and
         is a value all the same (https://hl7.org/fhir/R4/search.html#modifiers)."""
-        pid = self._pid(c.param)
+        pid = self._pid(c.param, c.resource_type)
         tables = [TABLE_OF_TYPE[c.param.type]] + (["ix_tok"] if c.param.type == "reference" else [])
         exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t} INDEXED BY {t}_rk WHERE rk = {alias}.rk AND pid = ?)"
                              for t in tables)
         return (f"NOT ({exists})" if c.missing else f"({exists})"), [pid] * len(tables)
 
-    def _pid(self, param) -> int:
-        pid = self.pid_of(param.url)
+    def _pid(self, param, resource_type: str | None) -> int:
+        pid = self.pid_of(resource_type, param)
         return -1 if pid is None else pid  # never indexed yet: matches nothing
 
     # -- values --------------------------------------------------------------------------
@@ -419,7 +419,7 @@ class SqlBuilder:
             raise errors.NotSupported("unsupported second component in composite search")
         return " AND ".join(conds), args
 
-    def _sort_expr(self, key: q.SortKey, alias: str) -> tuple[str, list]:
+    def _sort_expr(self, key: q.SortKey, alias: str, resource_type: str | None) -> tuple[str, list]:
         param = key.param
         table = TABLE_OF_TYPE[param.type]
         column = {
@@ -429,7 +429,7 @@ class SqlBuilder:
             agg = "MAX(hi)" if key.descending else "MIN(lo)"
         else:
             agg = f"{'MAX' if key.descending else 'MIN'}({column})"
-        return f"SELECT {agg} FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ?", [self._pid(param)]
+        return f"SELECT {agg} FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ?", [self._pid(param, resource_type)]
 
 
 def _marks(values) -> str:
