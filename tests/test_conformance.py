@@ -52,34 +52,12 @@ KNOWN_ROUND_TRIP_DIFFERENCES: dict[str, str] = {
 
 # Searches by an example's own indexed value that do not find it, grouped by cause:
 # cause -> {(Type/id, search parameter code), ...}.
-_FLOAT_RANGE_EMPTY = ("a 17-significant-digit value: fhir/query._implicit_range's half step (5e-15) is below "
-                      "float resolution at 66.9, so eq's [lo, hi) is empty (store/sqlite/search._range_cond)")
-_ABSOLUTE_CANONICAL = ("an absolute canonical ending in Type/id is indexed by url only (index_convert._canonical) "
-                       "but searched by type and id only (query._parse_reference, search._value_cond RefQ)")
-_COMPOSITE_UNIT = ("a composite's quantity with a unit but no code: ix_comp keeps no unit, so '||unit' never "
-                   "matches (store/sqlite/rows._second, search._composite_cond), unlike a plain quantity")
 _THREE_COMPONENTS = ("a three-component composite: never indexed (store/sqlite/rows._composite_rows) and "
                      "rejected by search._composite_cond ('only composite parameters with two components')")
 _BAD_TARGET = ("invalid example: it refers to a resource type the element does not allow; the server stores it "
                "(no target-type check on write) but the query parser rejects that type for the parameter")
 
 KNOWN_SEARCH_MISSES: dict[str, set[tuple[str, str]]] = {
-    _FLOAT_RANGE_EMPTY: {
-        ("Observation/body-height", "value-quantity"), ("Observation/body-height", "combo-value-quantity"),
-        ("Observation/body-height", "code-value-quantity"),
-        ("Observation/body-height", "combo-code-value-quantity"),
-    },
-    _ABSOLUTE_CANONICAL: {
-        ("DeviceRequest/insulinpump", "instantiates-canonical"),
-        ("Measure/hiv-indicators", "depends-on"),
-        ("MeasureReport/hiv-indicators", "measure"),
-    },
-    _COMPOSITE_UNIT: {
-        ("ActivityDefinition/administer-zika-virus-exposure-assessment", "context-type-quantity"),
-        ("Library/zika-virus-intervention-logic", "context-type-quantity"),
-        ("Measure/measure-cms146-example", "context-type-quantity"),
-        ("PlanDefinition/zika-virus-intervention", "context-type-quantity"),
-    },
     _THREE_COMPONENTS: {
         *((f"MolecularSequence/{i}", code)
           for i in ("breastcancer", "example", "example-TPMT-one", "example-TPMT-two", "example-pgx-1",

@@ -546,7 +546,10 @@ def _implicit_range(text: str, value: float) -> tuple[float, float]:
     decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
     power = (int(exponent) if exponent else 0) - decimals
     step = 10.0 ** max(-300, min(300, power))
-    return value - step / 2, value + step / 2
+    lo, hi = value - step / 2, value + step / 2
+    # beyond a float's precision (17 significant digits) the half step vanishes: keep the
+    # range around the value non-empty
+    return min(lo, value), max(hi, math.nextafter(value, math.inf))
 
 
 def _parse_reference(param: SearchParam, modifier: str | None, raw: str, name: str,

@@ -86,7 +86,8 @@ def _key(value: object) -> tuple[str | None, str | None]:
 def _second(value: object) -> tuple:
     cls = type(value)
     if cls is Quantity:
-        return value.system, value.code, value.lo, value.hi
+        # with no code, the unit is what a search's "value||unit" names
+        return value.system, value.code if value.code is not None else value.unit, value.lo, value.hi
     if cls in (Number, DateRange):
         return None, None, value.lo, value.hi
     sys_, code = _key(value)

@@ -288,11 +288,13 @@ class SqlBuilder:
                 a.extend([v.code, v.code] if v.system is None else [v.code])
             return "ix_num", cond, a, v.prefix in ("eq", "sa", "eb")
         if isinstance(v, q.RefQ):
-            if v.id is not None and v.type is not None:
-                return "ix_ref", "tid = ? AND ttype = ?", [v.id, v.type], True
-            if v.id is not None:
-                return "ix_ref", "tid = ?", [v.id], True
-            return "ix_ref", "url = ?", [v.url], True
+            # an absolute URL (or canonical) matches that URL exactly; a relative reference
+            # matches relative ones only, never an external server's Patient/123
+            if v.url is not None:
+                return "ix_ref", "url = ?", [v.url], True
+            if v.type is not None:
+                return "ix_ref", "tid = ? AND ttype = ? AND url IS NULL", [v.id, v.type], True
+            return "ix_ref", "tid = ? AND url IS NULL", [v.id], True
         if isinstance(v, q.UriQ):
             return "ix_uri", *self._uri_cond(v.uri, modifier), True
         if isinstance(v, q.CompositeQ):
