@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from enjournal.app import build_app
+from enjournal.app import build_asgi
 from enjournal.settings import Settings
 
 EXAMPLES_TGZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hl7.fhir.r4.examples-4.0.1.tgz"
@@ -47,7 +47,7 @@ class Server:
 
 def start_server(tmp_path: Path, **settings) -> Server:
     settings.setdefault("database", f"sqlite:///{tmp_path}/enjournal.db")
-    return Server(build_app(Settings(**settings)))
+    return Server(build_asgi(Settings(**settings)))
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from .services.searchparameters import CustomSearchParameters
 from .settings import Settings
 from .store import open_repository
 from .web.capability import capability_builder
+from .web.fast_read import FastRead
 from .web.fhir_api import FhirApi
 from .web.landing import landing_page
 from .web.responses import error_response
@@ -85,7 +86,13 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
     return app
 
 
-def asgi_factory() -> Starlette:
+def build_asgi(settings: Settings, **kwargs: Any) -> Any:
+    """The application as served: the fast path for plain reads in front of ``build_app``."""
+    app = build_app(settings, **kwargs)
+    return FastRead(app, app.state.platform.resources)
+
+
+def asgi_factory() -> Any:
     """Entry point for ``uvicorn --factory`` worker processes: settings from the environment."""
     from .settings import load
-    return build_app(load())
+    return build_asgi(load())

@@ -221,3 +221,15 @@ def test_validate_operation(client, path):
     assert good.status_code == 200 and good.json()["issue"][0]["severity"] == "information"
     bad = client.post(path, json=patient(birthDate="yesterday"))
     assert bad.json()["issue"][0]["severity"] == "error"
+
+
+def test_plain_read_and_conditional_read_agree(client):
+    """The fast path for plain GET /Type/id and the full route give the same answer."""
+    pid = client.post("/Patient", json=patient(family="Fast")).json()["id"]
+    plain = client.get(f"/Patient/{pid}")
+    full = client.get(f"/Patient/{pid}", params={"_format": "json"})
+    assert plain.content == full.content
+    for name in ("etag", "last-modified", "content-type"):
+        assert plain.headers[name] == full.headers[name]
+    assert client.get("/Patient/no-such-id").status_code == 404
+    assert client.get(f"/Patient/{pid}", headers={"Accept": "application/fhir+xml"}).status_code == 406
