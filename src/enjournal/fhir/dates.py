@@ -68,6 +68,15 @@ def _epoch_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, s
     return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000
 
 
+def parameter_range(value: str, name: str) -> tuple[int, int]:
+    """The range of a date parameter such as ``_since`` or ``_at``; a bad value is a 400 naming it."""
+    from .. import errors
+    rng = parse_range(value)
+    if rng is None:
+        raise errors.Invalid(f"{name} must be a date, dateTime or instant, not '{value}'", name)
+    return rng
+
+
 def to_instant(ms: int) -> str:
     """Epoch ms as a FHIR instant with millisecond precision in UTC (``2026-11-22T05:34:39.123Z``)."""
     return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"

@@ -21,10 +21,7 @@ def everything(service: ResourceService, patient_id: str | None, params: list) -
     echo = []
     for name, value in params:
         if name == "_since":
-            rng = dates.parse_range(value)
-            if rng is None:
-                raise errors.Invalid(f"_since must be an instant, not '{value}'", "_since")
-            since = rng[0]
+            since = dates.parameter_range(value, name)[0]
         elif name == "_type":
             types = {t for t in value.split(",") if t}
             for t in types:

@@ -117,15 +117,9 @@ class ResourceService:
         count, offset = self.settings.default_page_size, 0
         for name, value in params:
             if name == "_since":
-                rng = dates.parse_range(value)
-                if rng is None:
-                    raise errors.Invalid(f"_since must be an instant, not '{value}'", "_since")
-                since = rng[0]
+                since = dates.parameter_range(value, name)[0]
             elif name == "_at":
-                rng = dates.parse_range(value)
-                if rng is None:
-                    raise errors.Invalid(f"_at must be a date or dateTime, not '{value}'", "_at")
-                at = rng
+                at = dates.parameter_range(value, name)
             elif name == "_count":
                 count = max(0, min(_int(value, "_count"), self.settings.max_page_size))
             elif name == "_offset":
