@@ -20,7 +20,7 @@ from ... import errors
 from ...fhir import dates, jsonio
 from ...fhir import query as q
 from .. import FeedEntry, Page, Stored, iter_chunks
-from .rows import INSERT_SQL, add_rows, param_key
+from .rows import INSERT_SQL, add_rows, param_key, patient_of
 from .schema import INDEX_FORMAT, INDEX_TABLES, migrate
 from .search import SqlBuilder
 
@@ -387,14 +387,16 @@ class SqliteUnit:
         registry = self.repo.registry
         urls = self._param_urls
         pending = self.pending
-        for code, value in registry.extract(resource):
+        values = registry.extract(resource)
+        patient = patient_of(values) if type != "Patient" else None
+        for code, value in values:
             if code in _COLUMN_PARAMS:
                 continue
             url = urls.get((type, code))
             if url is None:
                 param = registry.get(type, code)
                 url = urls[(type, code)] = param_key(type, param) if param is not None else f"{type}.{code}"
-            add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value)
+            add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value, patient)
 
     def flush(self) -> None:
         """Write the buffered rows: resources and versions first, then index rows."""

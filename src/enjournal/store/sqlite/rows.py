@@ -8,7 +8,7 @@ INSERT_SQL = {
     "res": "INSERT INTO res (rk, type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?,?)",
     "hist": "INSERT INTO hist (seq, rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?,?)",
     "ix_str": "INSERT INTO ix_str (pid, norm, exact, rk) VALUES (?,?,?,?)",
-    "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk) VALUES (?,?,?,?,?)",
+    "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk, cp) VALUES (?,?,?,?,?,?)",
     "ix_oft": "INSERT INTO ix_oft (pid, tsys, tcode, value, rk) VALUES (?,?,?,?,?)",
     "ix_date": "INSERT INTO ix_date (pid, lo, hi, rk) VALUES (?,?,?,?)",
     "ix_num": "INSERT INTO ix_num (pid, v, lo, hi, sys, code, unit, rk) VALUES (?,?,?,?,?,?,?,?)",
@@ -34,11 +34,25 @@ TABLE_OF_TYPE = {
 }
 
 
-def add_rows(pending: dict[str, list], pid: int, rk: int, value: object) -> None:
+def patient_of(values: list) -> str | None:
+    """The patient a resource belongs to, from its extracted values: the id of the one Patient
+    it refers to through any reference parameter, ``'*'`` when it refers to several, None
+    when to none. Every resource a ``Patient/X`` reference search can find has X or '*'."""
+    found = None
+    for _code, value in values:
+        if type(value) is Reference and value.type == "Patient" and value.url is None:
+            if found is None:
+                found = value.id
+            elif found != value.id:
+                return "*"
+    return found
+
+
+def add_rows(pending: dict[str, list], pid: int, rk: int, value: object, patient: str | None = None) -> None:
     """Append the row(s) for one index value to ``pending`` (table name -> list of tuples)."""
     cls = type(value)
     if cls is Token:
-        pending["ix_tok"].append((pid, value.system, value.code, value.text, rk))
+        pending["ix_tok"].append((pid, value.system, value.code, value.text, rk, patient))
     elif cls is String:
         pending["ix_str"].append((pid, value.norm, value.exact, rk))
     elif cls is Reference:

@@ -85,11 +85,19 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX ix_uri_v; CREATE INDEX ix_uri_v ON ix_uri(pid, uri, rk);
     DROP INDEX ix_comp_v; CREATE INDEX ix_comp_v ON ix_comp(pid, a_code, rk);
     """,
+    # 3: token rows carry the patient the resource belongs to (cp: the one Patient it refers
+    #    to, '*' for several), so "this patient's resources with this code" is one seek
+    """
+    ALTER TABLE ix_tok ADD COLUMN cp TEXT;
+    CREATE INDEX ix_tok_cp ON ix_tok(pid, cp, code, sys, rk) WHERE cp IS NOT NULL;
+    DROP INDEX ix_tok_rk; CREATE INDEX ix_tok_rk ON ix_tok(rk, pid, code, sys);
+    """,
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
-# existing database reindex once on start (2: parameter ids per resource type).
-INDEX_FORMAT = 2
+# existing database reindex once on start (2: parameter ids per resource type; 3: patient on
+# token rows).
+INDEX_FORMAT = 3
 
 INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
 

@@ -39,6 +39,7 @@ class SqlBuilder:
         self.now_ms = now_ms
         self.count = count
         self._aliases = itertools.count(1)
+        self._by_patient: dict[int, str] = {}    # id(token clause) -> patient id for its seek
 
     # -- entry points ------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class SqlBuilder:
     def _match(self, types: tuple, clauses: list, alias: str, snapshot: int | None = None,
                key_order: bool = False) -> tuple[str, list]:
         """The condition on ``res {alias}``; ``key_order``: the rows are wanted by key (no _sort)."""
-        driver = self._driver(clauses)
+        driver = self._patient_token(types, clauses) or self._driver(clauses)
         # with a driving seek, a unary + keeps SQLite from scanning the type index instead;
         # a bare listing of a common type is fastest read in key order, stopping at the page end
         off = "+" if driver is not None and not isinstance(driver, (q.IdIn, q.Has)) else ""
@@ -95,6 +96,31 @@ class SqlBuilder:
                 parts.append(sql)
                 args.extend(a)
         return " AND ".join(parts), args
+
+    def _patient_token(self, types: tuple, clauses: list):
+        """A token clause to seek within one patient's resources, when the search also has a
+        ``Patient/X`` reference clause: token rows carry the patient (``cp``), so
+        ``Observation?subject=Patient/X&code=Y`` reads X's rows for Y only. The reference
+        clause is still checked on each candidate (the row's patient may come from another
+        reference)."""
+        if len(types) != 1 or types[0] == "Patient":
+            return None
+        patient = None
+        for c in clauses:
+            if (isinstance(c, q.Leaf) and not c.negate and c.modifier is None and c.param.type == "reference"
+                    and len(c.values) == 1 and isinstance(c.values[0], q.RefQ)):
+                v = c.values[0]
+                if v.type == "Patient" and v.url is None and v.id:
+                    patient = v.id
+                    break
+        if patient is None:
+            return None
+        for c in clauses:
+            if (isinstance(c, q.Leaf) and not c.negate and c.modifier is None and c.param.type == "token"
+                    and all(isinstance(v, q.TokenQ) and v.code is not None for v in c.values)):
+                self._by_patient[id(c)] = patient
+                return c
+        return None
 
     def _common(self, resource_type: str) -> bool:
         if self.count is None:
@@ -168,8 +194,14 @@ class SqlBuilder:
             return (f"SELECT x.rk FROM ix_ref x WHERE x.tid IN (SELECT {t}.id FROM res {t} WHERE {inner}) "
                     f"AND x.ttype = ? AND x.pid = ?", a + [c.target_type, self._pid(c.param, c.resource_type)])
         pid = self._pid(c.param, c.resource_type)
+        patient = self._by_patient.get(id(c))
         parts, args = [], []
         for table, cond, a, _seekable in self._branches(c):
+            if patient is not None:
+                for cp in (patient, "*"):
+                    parts.append(f"SELECT rk FROM ix_tok INDEXED BY ix_tok_cp WHERE pid = ? AND cp = ? AND {cond}")
+                    args.extend([pid, cp] + a)
+                continue
             parts.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
             args.extend([pid] + a)
         return " UNION ALL ".join(parts), args
