@@ -53,14 +53,15 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     patient = service.read("Patient", patient_id)
     allowed: dict[str, set] = {}
     members = []
-    for rk, type_, pid, updated in repo.compartment_members("Patient", patient_id):
+    for rk, type_, pid, id_ in repo.compartment_members("Patient", patient_id):
         if type_ not in allowed:
             urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
             allowed[type_] = {repo.pid_of(type_, p) for p in urls if p is not None}
         if pid in allowed[type_]:
-            members.append((rk, type_, updated))
+            members.append((rk, type_, id_))
     member_keys = list(dict.fromkeys(rk for rk, _, _ in members))
-    referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)])
+    have = {(t, i) for _, t, i in members} | {("Patient", patient_id)}
+    referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)], skip=have)
     keys = [repo.key_of("Patient", patient.id)] + member_keys
     known = set(keys)
     keys += [k for k in referenced if k not in known]

@@ -138,22 +138,31 @@ class SqliteRepository:
         row = self._reader().execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
         return row[0] if row else None
 
-    def compartment_members(self, type: str, id: str) -> list[tuple[int, str, int, int]]:
-        """(key, type, parameter id, updated) for each current resource referring to ``type/id``."""
+    def compartment_members(self, type: str, id: str) -> list[tuple[int, str, int, str]]:
+        """(key, type, parameter id, id) for each current resource referring to ``type/id``."""
         return self._reader().execute(
-            "SELECT x.rk, r.type, x.pid, r.updated FROM ix_ref x JOIN res r ON r.rk = x.rk "
+            "SELECT x.rk, r.type, x.pid, r.id FROM ix_ref x JOIN res r ON r.rk = x.rk "
             "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0 ORDER BY x.rk", (id, type)).fetchall()
 
-    def referenced(self, keys: list) -> list:
-        """Keys of current resources that the resources ``keys`` refer to."""
-        out: list = []
+    def referenced(self, keys: list, skip: set | None = None) -> list:
+        """Keys of current resources that the resources ``keys`` refer to, except the
+        (type, id) pairs in ``skip`` (e.g. what the caller already has)."""
         conn = self._reader()
+        targets: set = set()
         for chunk in iter_chunks(keys, 900):
-            rows = conn.execute(
-                f"SELECT DISTINCT t.rk FROM ix_ref x JOIN res t ON t.id = x.tid AND t.type = x.ttype "
-                f"WHERE x.rk IN ({','.join('?' * len(chunk))}) AND t.deleted = 0", chunk)
-            out.extend(row[0] for row in rows)
-        return sorted(set(out))
+            targets.update(conn.execute(
+                f"SELECT DISTINCT ttype, tid FROM ix_ref WHERE rk IN ({','.join('?' * len(chunk))}) "
+                f"AND tid IS NOT NULL", chunk).fetchall())
+        targets -= skip or set()
+        out: set = set()
+        pairs = sorted(targets)
+        for chunk in iter_chunks(pairs, 400):
+            values = ",".join("(?,?)" for _ in chunk)
+            args = [v for pair in chunk for v in pair]
+            rows = conn.execute(f"SELECT r.rk FROM (VALUES {values}) v JOIN res r ON r.type = v.column1 "
+                                f"AND r.id = v.column2 WHERE r.deleted = 0", args)
+            out.update(row[0] for row in rows)
+        return sorted(out)
 
     def filter_keys(self, keys: list, since: int | None, types: tuple | None) -> list:
         """The keys whose resources changed at or after ``since`` and are of one of ``types``."""

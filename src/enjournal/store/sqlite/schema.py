@@ -92,6 +92,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ix_tok_cp ON ix_tok(pid, cp, code, sys, rk) WHERE cp IS NOT NULL;
     DROP INDEX ix_tok_rk; CREATE INDEX ix_tok_rk ON ix_tok(rk, pid, code, sys);
     """,
+    # 4: a resource's outgoing references without a table read ($everything, _include)
+    """
+    DROP INDEX ix_ref_rk; CREATE INDEX ix_ref_rk ON ix_ref(rk, pid, ttype, tid);
+    """,
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
