@@ -52,21 +52,10 @@ KNOWN_ROUND_TRIP_DIFFERENCES: dict[str, str] = {
 
 # Searches by an example's own indexed value that do not find it, grouped by cause:
 # cause -> {(Type/id, search parameter code), ...}.
-_THREE_COMPONENTS = ("a three-component composite: never indexed (store/sqlite/rows._composite_rows) and "
-                     "rejected by search._composite_cond ('only composite parameters with two components')")
 _BAD_TARGET = ("invalid example: it refers to a resource type the element does not allow; the server stores it "
                "(no target-type check on write) but the query parser rejects that type for the parameter")
 
 KNOWN_SEARCH_MISSES: dict[str, set[tuple[str, str]]] = {
-    _THREE_COMPONENTS: {
-        *((f"MolecularSequence/{i}", code)
-          for i in ("breastcancer", "example", "example-TPMT-one", "example-TPMT-two", "example-pgx-1",
-                    "example-pgx-2", "fda-example", "fda-vcf-comparison", "fda-vcfeval-comparison",
-                    "graphic-example-1", "sequence-complex-variant")
-          for code in ("referenceseqid-window-coordinate", "referenceseqid-variant-coordinate")),
-        ("MolecularSequence/graphic-example-4", "chromosome-window-coordinate"),
-        ("MolecularSequence/graphic-example-5", "referenceseqid-window-coordinate"),
-    },
     _BAD_TARGET: {
         ("DeviceMetric/example", "parent"),                     # DeviceDefinition; parent is Reference(Device)
         ("MedicationRequest/medrx0301", "intended-dispenser"),  # Practitioner; dispenseRequest.performer is

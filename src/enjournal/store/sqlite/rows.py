@@ -14,7 +14,8 @@ INSERT_SQL = {
     "ix_num": "INSERT INTO ix_num (pid, v, lo, hi, sys, code, unit, rk) VALUES (?,?,?,?,?,?,?,?)",
     "ix_ref": "INSERT INTO ix_ref (pid, ttype, tid, url, rk) VALUES (?,?,?,?,?)",
     "ix_uri": "INSERT INTO ix_uri (pid, uri, rk) VALUES (?,?,?)",
-    "ix_comp": "INSERT INTO ix_comp (pid, a_sys, a_code, b_sys, b_code, b_lo, b_hi, rk) VALUES (?,?,?,?,?,?,?,?)",
+    "ix_comp": ("INSERT INTO ix_comp (pid, a_sys, a_code, b_sys, b_code, b_lo, b_hi, c_lo, c_hi, rk) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)"),
 }
 
 def param_key(resource_type: str | None, param) -> str:
@@ -72,8 +73,13 @@ def add_rows(pending: dict[str, list], pid: int, rk: int, value: object, patient
 
 
 def _composite_rows(out: list, pid: int, rk: int, value: Composite) -> None:
-    """Two-component composites (all but a handful in R4) as (a, b) pairs."""
-    if len(value.parts) != 2:
+    """Composites as rows of (a, b[, c]): a is a coded key, b any value, c a range (the
+    third component exists only in MolecularSequence's token$start$end coordinates)."""
+    if len(value.parts) == 2:
+        thirds = [(None, None)]
+    elif len(value.parts) == 3:
+        thirds = [(v.lo, v.hi) for v in value.parts[2] if type(v) in (Number, Quantity, DateRange)]
+    else:
         return
     for first in value.parts[0]:
         a_sys, a_code = _key(first)
@@ -81,7 +87,8 @@ def _composite_rows(out: list, pid: int, rk: int, value: Composite) -> None:
             continue
         for second in value.parts[1]:
             b_sys, b_code, lo, hi = _second(second)
-            out.append((pid, a_sys, a_code, b_sys, b_code, lo, hi, rk))
+            for c_lo, c_hi in thirds:
+                out.append((pid, a_sys, a_code, b_sys, b_code, lo, hi, c_lo, c_hi, rk))
 
 
 def _key(value: object) -> tuple[str | None, str | None]:

@@ -96,12 +96,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX ix_ref_rk; CREATE INDEX ix_ref_rk ON ix_ref(rk, pid, ttype, tid);
     """,
+    # 5: a third, range-valued component for composites (MolecularSequence coordinates:
+    #    token $ start $ end)
+    """
+    ALTER TABLE ix_comp ADD COLUMN c_lo REAL;
+    ALTER TABLE ix_comp ADD COLUMN c_hi REAL;
+    """,
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
 # existing database reindex once on start (2: parameter ids per resource type; 3: patient on
-# token rows).
-INDEX_FORMAT = 3
+# token rows; 4: three-component composites).
+INDEX_FORMAT = 4
 
 INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
 

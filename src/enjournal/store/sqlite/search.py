@@ -412,9 +412,9 @@ class SqlBuilder:
         return f"{lo} <= ? AND {hi} >= ?", [v.value + slack, v.value - slack]
 
     def _composite_cond(self, v: q.CompositeQ) -> tuple[str, list]:
-        if len(v.parts) != 2:
-            raise errors.NotSupported("only composite parameters with two components are supported")
-        first, second = v.parts
+        if len(v.parts) not in (2, 3):
+            raise errors.NotSupported("composite parameters with more than three components are not supported")
+        first, second = v.parts[:2]
         conds, args = [], []
         if isinstance(first, q.TokenQ):
             sql, a = self._token_cond(first, "a_sys", "a_code")
@@ -451,6 +451,13 @@ class SqlBuilder:
             args.append(second.id or second.url)
         else:
             raise errors.NotSupported("unsupported second component in composite search")
+        if len(v.parts) == 3:
+            third = v.parts[2]
+            if not isinstance(third, q.RangeQ):
+                raise errors.NotSupported("the third component of a composite must be a number, quantity or date")
+            sql, a = self._range_cond(third, "c_lo", "c_hi", date=third.kind == "date")
+            conds.append(sql)
+            args.extend(a)
         return " AND ".join(conds), args
 
     def _sort_expr(self, key: q.SortKey, alias: str, resource_type: str | None) -> tuple[str, list]:
