@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections import defaultdict

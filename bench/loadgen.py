@@ -15,9 +15,7 @@ import re
 import resource
 import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from .common import OUT, summarize_ms
 

@@ -94,7 +94,7 @@ def run(resources: int = 20000, seconds: int = 10, rate: float = 1000.0, databas
         f"bare Starlette from memory {b['saturation']['rps']:,.0f} req/s (ratio {rps / b['saturation']['rps']:.2f}); "
         f"bare Starlette + SQLite {s['saturation']['rps']:,.0f} req/s (ratio {rps / s['saturation']['rps']:.2f}); "
         f"wrk used {e['saturation']['client_cpu_pct_of_core']:.0f}% of a core")
-    log(f"  wrk latency at saturation, enjournal: " +
+    log("  wrk latency at saturation, enjournal: " +
         ", ".join(f"{k} {v:.2f} ms" for k, v in e["saturation"]["latency_ms"].items()))
     log(f"steady {rate:,.0f} req/s open loop ({seconds} s): enjournal {fmt_ms(e['steady'])}, "
         f"achieved {e['steady']['achieved_rps']:,.0f} req/s, {e['steady']['errors']} errors "

@@ -1,7 +1,6 @@
 """Shared fixtures: a real enjournal server over real HTTP on a temporary SQLite file."""
 from __future__ import annotations
 
-import os
 import socket
 import tarfile
 import threading

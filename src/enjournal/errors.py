@@ -7,7 +7,7 @@ or a search parameter name), so a client can tell what is wrong and where.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass

@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
 
 from .. import errors
 from ..fhir import dates
-from ..fhir.references import local_part, parse_relative, rewrite_references
+from ..fhir.references import local_part, rewrite_references
 from .resources import Outcome, ResourceService
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -275,4 +274,4 @@ def _binary_patch(resource: dict, where: str) -> Any:
     try:
         return jsonio.loads(base64.b64decode(resource.get("data", "")))
     except ValueError:
-        raise errors.Invalid("the Binary of a PATCH entry must hold a JSON Patch document", f"{where}.resource")
+        raise errors.Invalid("the Binary of a PATCH entry must hold a JSON Patch document", f"{where}.resource") from None

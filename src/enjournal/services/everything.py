@@ -3,7 +3,6 @@ the patient, every resource in the patient's compartment, and the resources thos
 to (practitioners, organisations, medications...), paged with ``_count``."""
 from __future__ import annotations
 
-from typing import Any
 
 from .. import errors
 from ..fhir import dates

@@ -72,7 +72,7 @@ def import_paths(resources: ResourceService, paths: list[str], progress: bool = 
                 continue
             report.resources += sum(1 for e in result["entry"] if "_stored" in e)
             failed = [e for e in result["entry"] if "outcome" in e.get("response", {})]
-            for i, e in enumerate(failed):
+            for e in failed:
                 diag = e["response"]["outcome"]["issue"][0].get("diagnostics", "")
                 report.errors.append(f"{label}: entry failed: {diag}")
         if bar is not None:

@@ -320,7 +320,7 @@ class ResourceService:
         if not self.settings.validate_references:
             return
         cache: dict[tuple[str, str], bool] = {}
-        for index, outcome in enumerate(outcomes):
+        for outcome in outcomes:
             if outcome.unchanged or outcome.stored.body is None:
                 continue
             resource = outcome.resource or jsonio.loads(outcome.stored.body)

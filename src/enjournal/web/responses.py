@@ -5,7 +5,6 @@ OperationOutcome, as https://hl7.org/fhir/R4/http.html#mime-type allows.
 """
 from __future__ import annotations
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
