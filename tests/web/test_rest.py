@@ -233,3 +233,17 @@ def test_plain_read_and_conditional_read_agree(client):
         assert plain.headers[name] == full.headers[name]
     assert client.get("/Patient/no-such-id").status_code == 404
     assert client.get(f"/Patient/{pid}", headers={"Accept": "application/fhir+xml"}).status_code == 406
+
+
+def test_history_at_returns_the_version_current_then(client):
+    import time
+    from datetime import datetime, timezone
+    pid = client.post("/Patient", json=patient(given="First")).json()["id"]
+    time.sleep(1.1)
+    moment = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    time.sleep(1.1)
+    client.put(f"/Patient/{pid}", json=patient(given="Second", id=pid))
+    at = client.get(f"/Patient/{pid}/_history", params={"_at": moment}).json()
+    assert [e["resource"]["name"][0]["given"] for e in at["entry"]] == [["First"]]
+    now = client.get(f"/Patient/{pid}/_history", params={"_since": moment}).json()
+    assert [e["resource"]["name"][0]["given"] for e in now["entry"]] == [["Second"]]
