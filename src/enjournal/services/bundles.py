@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .. import errors
 from ..fhir import dates
-from ..fhir.references import local_part, rewrite_references
+from ..fhir.references import local_part, reference_objects, rewrite_references
 from .resources import Outcome, ResourceService
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -34,6 +34,8 @@ class Entry:
     url: str
     result: dict = field(default_factory=dict)
     refs: list | None = None     # the resource's Reference objects, found while resolving
+    prepared: bool = False       # checked by ResourceService.prepare before the unit began
+    values: list | None = None   # index values extracted before the unit began
 
 
 class BundleService:
@@ -108,13 +110,18 @@ class BundleService:
     def _transaction(self, entries: list[Entry]) -> None:
         service = self.resources
         ordered = sorted(entries, key=lambda e: _ORDER[e.method])
+        registry = service.registry
+        early = self._prepare_early(entries)
         with service.repo.unit() as unit:
             outcomes: list[Outcome] = []
             for e in ordered:
                 if e.method == "DELETE":
                     self._run(unit, e, outcomes)
-            ids = self._assign_ids(unit, entries)
-            self._resolve(unit, entries, ids)
+            if not early:
+                self._resolve(unit, entries, self._assign_ids(unit, entries))
+            elif service.registry is not registry:
+                for e in entries:          # search parameters changed meanwhile: extract again
+                    e.values = None
             for e in ordered:
                 if e.method in ("POST", "PUT", "PATCH"):
                     self._run(unit, e, outcomes)
@@ -122,6 +129,51 @@ class BundleService:
         for e in ordered:
             if e.method in ("GET", "HEAD"):
                 e.result = self._get(e)
+
+    def _prepare_early(self, entries: list[Entry]) -> bool:
+        """For a transaction with no conditional parts, do before taking the write lock
+        everything that needs no database: give new resources their ids, resolve ``urn:uuid:``
+        references, validate, and extract index values. Another writer can then use the
+        lock meanwhile. Returns False (nothing done) when the transaction needs the database
+        for any of it (ifNoneExist, conditional URLs or references)."""
+        writes = [e for e in entries if e.method in ("POST", "PUT", "PATCH", "DELETE")]
+        if any(e.if_none_exist or e.criteria for e in writes):
+            return False
+        types = self.resources.registry.resource_types()
+        found: dict[int, list] = {}
+        for e in writes:
+            if e.method in ("POST", "PUT"):
+                refs = reference_objects(e.resource)
+                if any("?" in r["reference"] and r["reference"].split("?", 1)[0].rsplit("/", 1)[-1] in types
+                       for r in refs):
+                    return False           # a conditional reference: resolved under the lock
+                found[e.index] = refs
+        ids: dict[str, str] = {}
+        for e in writes:
+            if e.method == "POST":
+                e.id = self.resources.repo.new_id()
+            if e.full_url and e.method in ("POST", "PUT"):
+                ids[e.full_url] = f"{e.type}/{e.id}"
+        replace = self._replacer(ids)
+        registry = self.resources.registry
+        for e in writes:
+            if e.method not in ("POST", "PUT"):
+                continue
+            where = f"Bundle.entry[{e.index}]"
+            try:
+                for ref in found[e.index]:
+                    new = replace(ref["reference"])
+                    if new is not None:
+                        ref["reference"] = new
+            except errors.FhirError as exc:
+                exc.issues[0].expression = (f"{where}.resource",)
+                raise
+            if e.method == "PUT":
+                self.resources.check_id(e.id, f"{where}.request.url")
+            e.resource = self.resources.prepare(e.type, e.resource, e.id if e.method == "PUT" else None, where)
+            e.refs, e.prepared = found[e.index], True
+            e.values = registry.extract(e.resource)
+        return True
 
     def _assign_ids(self, unit: Any, entries: list[Entry]) -> dict[str, str]:
         """fullUrl -> Type/id for every entry a reference may name, before anything is written."""
@@ -149,8 +201,12 @@ class BundleService:
                 ids[e.full_url] = f"{e.type}/{e.id}"
         return ids
 
-    def _resolve(self, unit: Any, entries: list[Entry], ids: dict[str, str]) -> None:
+    def _replacer(self, ids: dict[str, str], unit: Any = None) -> Callable[[str], str | None]:
+        """The new value of a reference in a transaction: the id given to a ``fullUrl``, this
+        server's absolute URLs made relative, and (with a ``unit``) a conditional reference
+        ``Type?criteria`` replaced by the one resource it matches."""
         bases = self.base_urls()
+        types = self.resources.registry.resource_types()
         cache: dict[str, str] = {}
 
         def replace(ref: str) -> str | None:
@@ -160,7 +216,7 @@ class BundleService:
                 raise errors.Invalid(f"reference '{ref}' names no entry of this transaction",
                                      "Bundle.entry.resource")
             local = local_part(ref, bases)
-            if "?" in local and local.split("?")[0] in self.resources.registry.resource_types():
+            if unit is not None and "?" in local and local.split("?")[0] in types:
                 if local not in cache:
                     type_, criteria = local.split("?", 1)
                     found = self.resources.match(unit, type_, criteria, "conditional reference")
@@ -170,7 +226,10 @@ class BundleService:
                     cache[local] = f"{type_}/{found[0].id}"
                 return cache[local]
             return local if local != ref else None
+        return replace
 
+    def _resolve(self, unit: Any, entries: list[Entry], ids: dict[str, str]) -> None:
+        replace = self._replacer(ids, unit)
         for e in entries:
             if e.method in ("POST", "PUT") and isinstance(e.resource, dict):
                 try:
@@ -194,9 +253,11 @@ class BundleService:
             if existing is not None:
                 e.result = _response(Outcome(existing, unchanged=True), "200 OK")
                 return
-            outcome = service.create_in(unit, e.type, e.resource, None, id=e.id, expression=where)
+            outcome = service.create_in(unit, e.type, e.resource, None, id=e.id, expression=where,
+                                        prepared=e.prepared, values=e.values)
         elif e.method == "PUT":
-            outcome = service.update_in(unit, e.type, e.id, e.resource, e.if_match, expression=where)
+            outcome = service.update_in(unit, e.type, e.id, e.resource, e.if_match, expression=where,
+                                        prepared=e.prepared, values=e.values)
         else:
             if e.criteria:
                 found = service.match(unit, e.type, e.criteria, f"{where}.request.url")

@@ -182,7 +182,10 @@ class ResourceService:
     # -- writes inside a given unit ------------------------------------------------------
 
     def create_in(self, unit: Any, type: str, resource: dict, if_none_exist: str | None = None,
-                  id: str | None = None, expression: str = "") -> Outcome:
+                  id: str | None = None, expression: str = "", prepared: bool = False,
+                  values: list | None = None) -> Outcome:
+        """Create inside ``unit``. ``prepared``: the resource was already checked by ``prepare``;
+        ``values``: its index values, extracted before the unit began."""
         self.check_type(type)
         if if_none_exist:
             found = self.match(unit, type, if_none_exist, "If-None-Exist")
@@ -191,23 +194,25 @@ class ResourceService:
             if len(found) > 1:
                 raise errors.MultipleMatches(f"If-None-Exist '{if_none_exist}' matches {len(found)} {type} "
                                              "resources", "If-None-Exist")
-        resource = self.prepare(type, resource, None, expression)
+        if not prepared:
+            resource = self.prepare(type, resource, None, expression)
         new_id = id or unit.fresh_id()
-        stored = unit.put(type, new_id, resource, "POST")
+        stored = unit.put(type, new_id, resource, "POST", values=values)
         self._written(unit, type, None, resource)
         return Outcome(stored, created=True, resource=resource)
 
     def update_in(self, unit: Any, type: str, id: str, resource: dict, if_match: int | None = None,
-                  expression: str = "") -> Outcome:
+                  expression: str = "", prepared: bool = False, values: list | None = None) -> Outcome:
         self.check_type(type)
         self.check_id(id, expression or f"{type}.id")
-        resource = self.prepare(type, resource, id, expression)
+        if not prepared:
+            resource = self.prepare(type, resource, id, expression)
         current = unit.read(type, id)
         if if_match is None and current is not None and not current.deleted and current.body is not None:
             old = jsonio.loads(current.body)
             if _same_content(old, resource):
                 return Outcome(current, created=False, unchanged=True)
-        stored = unit.put(type, id, resource, "PUT", expected_version=if_match)
+        stored = unit.put(type, id, resource, "PUT", expected_version=if_match, values=values)
         self._written(unit, type, current, resource)
         return Outcome(stored, created=current is None or current.deleted, resource=resource)
 

@@ -344,10 +344,11 @@ class SqliteUnit:
         return _load(self.conn, keys)
 
     def put(self, type: str, id: str, resource: dict | None, method: str,
-            expected_version: int | None = None) -> Stored:
+            expected_version: int | None = None, values: list | None = None) -> Stored:
         """Write a new version of ``type/id`` (``resource`` None deletes). The resource's
         ``meta.versionId`` and ``meta.lastUpdated`` are set here. Raises PreconditionFailed
-        when ``expected_version`` is given and is not the current version."""
+        when ``expected_version`` is given and is not the current version. ``values``: the
+        resource's index values when the caller extracted them already (outside the lock)."""
         conn = self.conn
         key = (type, id)
         row = self.state.get(key)
@@ -389,14 +390,15 @@ class SqliteUnit:
         self._pending_rks.add(rk)
         self.state[key] = (rk, version, deleted)
         if resource is not None:
-            self._index(rk, type, resource)
+            self._index(rk, type, resource, values)
         return Stored(type, id, version, updated, deleted, body, seq, method)
 
-    def _index(self, rk: int, type: str, resource: dict) -> None:
+    def _index(self, rk: int, type: str, resource: dict, values: list | None = None) -> None:
         registry = self.repo.registry
         urls = self._param_urls
         pending = self.pending
-        values = registry.extract(resource)
+        if values is None:
+            values = registry.extract(resource)
         patient = patient_of(values) if type != "Patient" else None
         for code, value in values:
             if code in _COLUMN_PARAMS:
