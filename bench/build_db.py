@@ -46,7 +46,7 @@ def build(resources: int, dataset: Path | None = None, force: bool = False) -> P
     log(f"building {final.name}: {resources:,} resources from {len(files)} bundles x {copies} "
         f"cop{'y' if copies == 1 else 'ies'} ({per_copy:,} resources per copy)")
     platform = Platform(Settings(database=f"sqlite:///{partial}"))
-    service = BundleService(platform.resources, reader=lambda *a: {}, base_urls=lambda: ())
+    service = BundleService(platform.resources)
     done, start, last = 0, time.perf_counter(), time.perf_counter()
     try:
         for i, raw in enumerate(iter_bundles(files, copies, max_resources=resources)):

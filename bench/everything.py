@@ -44,7 +44,7 @@ def dedicated_database(size: int) -> Path:
     partial = OUT / f"everything-{size}.partial.db"
     build_db.remove_db(partial)
     platform = Platform(Settings(database=f"sqlite:///{partial}"))
-    service = BundleService(platform.resources, reader=lambda *a: {}, base_urls=lambda: ())
+    service = BundleService(platform.resources)
     for f in chosen:
         service.process(orjson.loads(f.read_bytes()), 1_000_000)
     platform.close()

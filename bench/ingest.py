@@ -60,7 +60,7 @@ def ingest_in_process(bundles: list[bytes], db: Path) -> tuple[int, float]:
     from enjournal.services.bundles import BundleService
     from enjournal.settings import Settings
     platform = Platform(Settings(database=f"sqlite:///{db}"))
-    service = BundleService(platform.resources, reader=lambda *a: {}, base_urls=lambda: ())
+    service = BundleService(platform.resources)
     n = 0
     try:
         start = time.perf_counter()

@@ -90,6 +90,18 @@ def test_reads_in_unit_see_own_writes_and_search_finds_them(repo):
         assert u.exists("Patient", "a")
 
 
+def test_unit_reads_its_own_buffered_writes(repo):
+    with repo.unit() as u:
+        u.put("Patient", "a", patient("First"), "POST")
+        assert b'"family":"First"' in u.read("Patient", "a").body
+        u.put("Patient", "a", patient("Second"), "PUT")
+        u.put("Patient", "b", patient("Other"), "PUT")
+        assert u.read("Patient", "a").version == 2
+        assert u.read("Patient", "nobody") is None
+    assert b'"family":"Second"' in repo.read("Patient", "a").body
+    assert search(repo, "Patient", family="Other") == ["b"]
+
+
 def test_feed_is_commit_order_with_transaction_ids(repo):
     with repo.unit() as u:
         u.put("Patient", "a", patient("A"), "POST")

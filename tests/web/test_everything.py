@@ -64,3 +64,5 @@ def test_compartment_search(client):
     cond = client.get(f"/{patient}/Condition").json()
     assert len(cond["entry"]) == 1
     assert client.get(f"/{patient}/Organization").status_code == 400   # not in the Patient compartment
+    # the compartment is part of the path, never a query parameter a client could add
+    assert client.get("/Observation", params={"_compartment": f"{patient}|subject"}).status_code == 400

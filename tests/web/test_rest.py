@@ -112,6 +112,9 @@ def test_json_patch(client):
                        headers={"Content-Type": "application/json-patch+json"})
     assert bad.status_code == 400  # the patched resource is not valid
     assert client.get(f"/Patient/{pid}").json()["gender"] == "female"
+    history = client.get(f"/Patient/{pid}/_history").json()
+    assert [(e["request"]["method"], e["request"]["url"]) for e in history["entry"]] == \
+        [("PATCH", f"Patient/{pid}"), ("POST", "Patient")]
 
 
 def test_history_levels_and_since(client):

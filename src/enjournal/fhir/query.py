@@ -226,12 +226,12 @@ def _parse_one(q: SearchQuery, name: str, value: str, registry: Registry,
 def _parse_result_param(q: SearchQuery, base: str, modifier: str, value: str,
                         registry: Registry, max_count: int) -> None:
     if base == "_count":
-        n = _int(value, "_count")
+        n = whole_number(value, "_count")
         q.count = max(0, min(n, max_count))
     elif base == "_offset":
-        q.offset = max(0, _int(value, "_offset"))
+        q.offset = max(0, whole_number(value, "_offset"))
     elif base == "_snapshot":
-        q.snapshot = _int(value, "_snapshot")
+        q.snapshot = whole_number(value, "_snapshot")
     elif base == "_total":
         if value not in ("none", "estimate", "accurate"):
             raise errors.Invalid(f"_total must be none, estimate or accurate, not '{value}'", "_total")
@@ -260,7 +260,7 @@ def _parse_result_param(q: SearchQuery, base: str, modifier: str, value: str,
 MAX_INT = 2**53
 
 
-def _int(value: str, name: str) -> int:
+def whole_number(value: str, name: str) -> int:
     """A whole-number result parameter; values beyond 2^53 are refused (no SQLite overflow)."""
     try:
         number = int(value)

@@ -73,14 +73,17 @@ def local_part(reference: str, base_urls: tuple[str, ...]) -> str:
     return reference
 
 
-def rewrite_references(node: object, replace: Callable[[str], str | None]) -> list[dict]:
+def rewrite_references(node: object, replace: Callable[[str], str | None],
+                       refs: list[dict] | None = None) -> list[dict]:
     """Replace each ``reference`` value for which ``replace`` returns a string; returns every
-    Reference object found (so callers need not walk the resource again).
+    Reference object found (so callers need not walk the resource again). ``refs``: the
+    Reference objects of ``node`` when the caller already has them.
 
     Only Reference elements are rewritten; narrative is left as it is
     (FHIR transaction rules: https://hl7.org/fhir/R4/http.html#trules).
     """
-    refs = reference_objects(node)
+    if refs is None:
+        refs = reference_objects(node)
     for ref in refs:
         new = replace(ref["reference"])
         if new is not None:

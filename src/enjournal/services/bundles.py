@@ -39,9 +39,10 @@ class Entry:
 
 
 class BundleService:
-    def __init__(self, resources: ResourceService, reader: Callable[[str, str, list], dict],
-                 base_urls: Callable[[], tuple[str, ...]]):
-        """``reader(method, url, params)`` answers GET entries (it is the web layer's own read/search)."""
+    def __init__(self, resources: ResourceService, reader: Callable[[str], dict] | None = None,
+                 base_urls: Callable[[], tuple[str, ...]] = tuple):
+        """``reader(url)`` answers GET entries (the web layer's own read and search); without
+        one (import, demo) a GET entry is refused. ``base_urls`` are this server's own bases."""
         self.resources = resources
         self.reader = reader
         self.base_urls = base_urls
@@ -160,18 +161,11 @@ class BundleService:
             if e.method not in ("POST", "PUT"):
                 continue
             where = f"Bundle.entry[{e.index}]"
-            try:
-                for ref in found[e.index]:
-                    new = replace(ref["reference"])
-                    if new is not None:
-                        ref["reference"] = new
-            except errors.FhirError as exc:
-                exc.issues[0].expression = (f"{where}.resource",)
-                raise
+            self._rewrite(e, replace, found[e.index])
             if e.method == "PUT":
                 self.resources.check_id(e.id, f"{where}.request.url")
             e.resource = self.resources.prepare(e.type, e.resource, e.id if e.method == "PUT" else None, where)
-            e.refs, e.prepared = found[e.index], True
+            e.prepared = True
             e.values = registry.extract(e.resource)
         return True
 
@@ -232,11 +226,16 @@ class BundleService:
         replace = self._replacer(ids, unit)
         for e in entries:
             if e.method in ("POST", "PUT") and isinstance(e.resource, dict):
-                try:
-                    e.refs = rewrite_references(e.resource, replace)
-                except errors.FhirError as exc:
-                    exc.issues[0].expression = (f"Bundle.entry[{e.index}].resource",)
-                    raise
+                self._rewrite(e, replace)
+
+    @staticmethod
+    def _rewrite(e: Entry, replace: Callable[[str], str | None], refs: list | None = None) -> None:
+        """Rewrite the entry's references; an error names the entry's resource."""
+        try:
+            e.refs = rewrite_references(e.resource, replace, refs)
+        except errors.FhirError as exc:
+            exc.issues[0].expression = (f"Bundle.entry[{e.index}].resource",)
+            raise
 
     def _run(self, unit: Any, e: Entry, outcomes: list[Outcome]) -> None:
         service = self.resources
@@ -273,7 +272,9 @@ class BundleService:
 
     def _get(self, e: Entry) -> dict:
         try:
-            return {"resource": self.reader("GET", e.url, []), "response": {"status": "200 OK"}}
+            if self.reader is None:
+                raise errors.NotSupported("GET entries are not run here", f"Bundle.entry[{e.index}].request")
+            return {"resource": self.reader(e.url), "response": {"status": "200 OK"}}
         except errors.FhirError as exc:
             return _error_entry(exc)
 

@@ -754,7 +754,7 @@ def load_demo(resources: Any, seed: int = 2026, people: int = 100) -> str:
         for entry in bundle["entry"]:
             kind = entry["resource"]["resourceType"]
             counts[kind] = counts.get(kind, 0) + 1
-    service = BundleService(resources, reader=lambda *a: {}, base_urls=lambda: ())
+    service = BundleService(resources)
     for bundle in bundles:
         service.process(bundle, max_entries=resources.settings.max_bundle_entries)
     seconds = time.perf_counter() - start

@@ -26,10 +26,10 @@ def everything(service: ResourceService, patient_id: str | None, params: list) -
             for t in types:
                 service.check_type(t)
         elif name == "_count":
-            count = max(1, min(_int(value, "_count"), service.settings.max_page_size))
+            count = max(1, min(fq.whole_number(value, "_count"), service.settings.max_page_size))
             continue
         elif name == "_offset":
-            offset = max(0, _int(value, "_offset"))
+            offset = max(0, fq.whole_number(value, "_offset"))
             continue
         elif name in ("_snapshot", "_format", "_pretty", "start", "end"):
             continue
@@ -67,7 +67,3 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     if since is not None or types is not None:
         keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
     return list(dict.fromkeys(keys))
-
-
-def _int(value: str, name: str) -> int:
-    return fq._int(value, name)

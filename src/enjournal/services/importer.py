@@ -53,7 +53,7 @@ def _files(paths: list[str]) -> list[str]:
 
 
 def import_paths(resources: ResourceService, paths: list[str], progress: bool = True) -> ImportReport:
-    bundles = BundleService(resources, reader=_no_reads, base_urls=lambda: ())
+    bundles = BundleService(resources)
     report = ImportReport()
     files = _files(paths)
     start = time.perf_counter()
@@ -83,10 +83,6 @@ def import_paths(resources: ResourceService, paths: list[str], progress: bool = 
         bar.close()
     report.seconds = time.perf_counter() - start
     return report
-
-
-def _no_reads(method: str, url: str, params: list) -> dict:
-    raise errors.NotSupported("GET entries are not run during import", "Bundle.entry.request")
 
 
 def _bundles_of(path: str, report: ImportReport) -> Iterator[tuple[str, dict]]:

@@ -1,8 +1,8 @@
 """The FHIR RESTful interactions on resources: read, vread, create, update, patch, delete,
 their conditional forms, search and history (https://hl7.org/fhir/R4/http.html).
 
-Every write goes through ``prepare()`` (structure, Norwegian identifiers, references) and
-runs inside a unit of work so it is atomic; transactions (``bundles.py``) reuse the
+Every write goes through ``prepare()`` (structure, ids, Norwegian identifiers) and
+``check_references()``, and runs inside a unit of work so it is atomic; transactions (``bundles.py``) reuse the
 ``*_in`` functions with one unit for the whole Bundle.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import jsonpatch
 
 from .. import errors
-from ..fhir import jsonio
+from ..fhir import dates, jsonio
 from ..fhir import query as fq
 from ..fhir.references import local_part, parse_relative, path_of, reference_objects
 from ..fhir.validation import validate_resource
@@ -98,7 +98,7 @@ class ResourceService:
         matches = source.load(page.keys)
         included = []
         if query.includes and page.keys:
-            included = self.repo.load(self.repo.includes(page.keys, query.includes, self.registry))
+            included = self.repo.load(self.repo.includes(page.keys, query.includes))
         return SearchResult(query, page, matches, included)
 
     def _compartment_clause(self, type: str, comp: str, cid: str, codes: tuple) -> fq.AnyOf:
@@ -110,7 +110,6 @@ class ResourceService:
         return fq.AnyOf(tuple(clauses)) if clauses else fq.IdIn(())
 
     def history(self, type: str | None, id: str | None, params: Iterable[tuple[str, str]]) -> tuple:
-        from ..fhir import dates
         if type is not None:
             self.check_type(type)
         since = at = None
@@ -121,9 +120,9 @@ class ResourceService:
             elif name == "_at":
                 at = dates.parameter_range(value, name)
             elif name == "_count":
-                count = max(0, min(_int(value, "_count"), self.settings.max_page_size))
+                count = max(0, min(fq.whole_number(value, "_count"), self.settings.max_page_size))
             elif name == "_offset":
-                offset = max(0, _int(value, "_offset"))
+                offset = max(0, fq.whole_number(value, "_offset"))
             elif name in ("_format", "_pretty"):
                 continue
             else:
@@ -377,7 +376,3 @@ def _same_content(old: dict, new: dict) -> bool:
     old_meta = {k: v for k, v in (old.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     new_meta = {k: v for k, v in (new.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     return a == b and old_meta == new_meta
-
-
-def _int(value: str, name: str) -> int:
-    return fq._int(value, name)

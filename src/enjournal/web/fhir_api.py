@@ -160,19 +160,15 @@ class FhirApi:
         self.resources.read(comp, cid)
         params = list(request.query_params.multi_items())
         if codes == ("{def}",):
-            params.append(("_id", cid))
-        else:
-            chains = [c for c in codes if c != "{def}"]
-            params.append(("_compartment", f"{comp}/{cid}|{','.join(chains)}"))
-        return self._search(request, target, params)
+            return self._search(request, target, params + [("_id", cid)])
+        references = tuple(c for c in codes if c != "{def}")
+        return self._search(request, target, params, compartment=(comp, cid, references))
 
-    def _search(self, request: Request, type_: str | None, params: list) -> Response:
-        params, compartment = _take_compartment(params)
-        lenient = prefer_handling(request)
-        result = self.resources.search(type_, params, lenient=lenient, compartment=compartment)
-        return json_response(self.search_bundle(request, result, type_), pretty=wants_pretty(request))
+    def _search(self, request: Request, type_: str | None, params: list, compartment: tuple | None = None) -> Response:
+        result = self.resources.search(type_, params, lenient=prefer_handling(request), compartment=compartment)
+        return json_response(self.search_bundle(request, result), pretty=wants_pretty(request))
 
-    def search_bundle(self, request: Request, result: SearchResult, type_: str | None) -> bytes:
+    def search_bundle(self, request: Request, result: SearchResult) -> bytes:
         base = self.base(request)
         query = result.query
         page = result.page
@@ -223,10 +219,9 @@ class FhirApi:
         out = []
         for s in entries:
             entry: dict = {"fullUrl": f"{base}/{s.type}/{s.id}"}
-            method = "DELETE" if s.deleted else ("POST" if s.version == 1 else "PUT")
-            url = f"{s.type}/{s.id}" if method != "POST" else s.type
-            status = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}[method]
-            entry["request"] = {"method": method, "url": url}
+            url = s.type if s.method == "POST" else f"{s.type}/{s.id}"
+            status = "204 No Content" if s.deleted else ("201 Created" if s.version == 1 else "200 OK")
+            entry["request"] = {"method": s.method, "url": url}
             entry["response"] = {"status": status, "etag": f'W/"{s.version}"',
                                  "lastModified": dates.to_instant(s.updated)}
             raw = orjson.dumps(entry)
@@ -235,7 +230,7 @@ class FhirApi:
             out.append(raw)
         head = orjson.dumps({"resourceType": "Bundle", "type": "history", "total": total, "link": links})
         body = head[:-1] + b',"entry":[' + b",".join(out) + b"]}" if out else head
-        return json_response(body, pretty=False)
+        return json_response(body, pretty=wants_pretty(request))
 
     # -- batch / transaction ---------------------------------------------------------------
 
@@ -252,7 +247,7 @@ class FhirApi:
                     entry["resource"] = orjson.Fragment(stored.body)
         return json_response(result, pretty=wants_pretty(request))
 
-    def _bundle_get(self, method: str, url: str, _params: list) -> dict:
+    def _bundle_get(self, url: str) -> dict:
         """GET entries of a batch/transaction: a read or a search, as a plain dict."""
         from urllib.parse import parse_qsl
         path, _, query = url.partition("?")
@@ -302,19 +297,7 @@ class FhirApi:
                     if key in p:
                         params.append((p.get("name", ""), str(p[key])))
         result = await run_in_threadpool(everything, self.resources, patient_id, params)
-        return json_response(self.search_bundle(request, result, "Patient"), pretty=wants_pretty(request))
-
-
-def _take_compartment(params: list) -> tuple[list, tuple | None]:
-    rest, compartment = [], None
-    for k, v in params:
-        if k == "_compartment":
-            ref, _, codes = v.partition("|")
-            comp, _, cid = ref.partition("/")
-            compartment = (comp, cid, tuple(codes.split(",")))
-        else:
-            rest.append((k, v))
-    return rest, compartment
+        return json_response(self.search_bundle(request, result), pretty=wants_pretty(request))
 
 
 def _page_url(base: str, path: str, query: Any, offset: int, snapshot: int) -> str:

@@ -115,24 +115,12 @@ class SqliteRepository:
     def search(self, query: q.SearchQuery) -> Page:
         return _search(self._reader(), self.pid_of, self.clock(), query)
 
-    def count(self, query: q.SearchQuery) -> int:
-        return _count(self._reader(), self.pid_of, self.clock(), query)
-
     def load(self, keys: list) -> list[Stored]:
         return _load(self._reader(), keys)
 
-    def includes(self, keys: list, includes: list, registry: Any) -> list:
+    def includes(self, keys: list, includes: list) -> list:
+        """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
         return _includes(self._reader(), self.pid_of, keys, includes)
-
-    def referrers(self, type: str, id: str, types: tuple[str, ...] | None = None) -> list:
-        """Keys of current resources that refer to ``type/id`` through any reference parameter."""
-        sql = ("SELECT DISTINCT x.rk FROM ix_ref x JOIN res r ON r.rk = x.rk "
-               "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0")
-        args: list = [id, type]
-        if types:
-            sql += f" AND r.type IN ({','.join('?' * len(types))})"
-            args.extend(types)
-        return [row[0] for row in self._reader().execute(sql + " ORDER BY x.rk", args)]
 
     def key_of(self, type: str, id: str) -> int | None:
         row = self._reader().execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
@@ -325,7 +313,11 @@ class SqliteUnit:
         return now
 
     def read(self, type: str, id: str) -> Stored | None:
-        self.flush()
+        # only a resource this unit wrote can have rows still in the buffers; any other
+        # read sees the database as it is, and the buffers keep batching
+        known = self.state.get((type, id))
+        if known is not None and known[0] in self._pending_rks:
+            self.flush()
         return _read(self.conn, type, id)
 
     def exists(self, type: str, id: str) -> bool:
@@ -481,11 +473,6 @@ def _search(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery)
     elif not has_more:
         total = query.offset + len(keys) if (keys or query.offset == 0) else None
     return Page(keys, total, has_more, snapshot)
-
-
-def _count(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery) -> int:
-    where, args = SqlBuilder(pid_of, now_ms).where(query)
-    return conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
 
 
 def _load(conn: sqlite3.Connection, keys: list) -> list[Stored]:
