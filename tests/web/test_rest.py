@@ -226,6 +226,15 @@ def test_validate_operation(client, path):
     assert bad.json()["issue"][0]["severity"] == "error"
 
 
+def test_system_search_by_post(client):
+    pid = client.post("/Patient", json=patient(family="Postsøk")).json()["id"]
+    found = client.post("/_search", data={"_type": "Patient", "_id": pid}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [pid]
+    cap = client.get("/metadata").json()
+    patient_cap = next(r for r in cap["rest"][0]["resource"] if r["type"] == "Patient")
+    assert patient_cap["conditionalRead"] == "full-support"
+
+
 def test_plain_read_and_conditional_read_agree(client):
     """The fast path for plain GET /Type/id and the full route give the same answer."""
     pid = client.post("/Patient", json=patient(family="Fast")).json()["id"]

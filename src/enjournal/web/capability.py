@@ -31,7 +31,7 @@ def capability_builder(registry: Any, settings: Any):
                 "readHistory": True,
                 "updateCreate": True,
                 "conditionalCreate": True,
-                "conditionalRead": "not-supported",
+                "conditionalRead": "full-support",      # If-None-Match and If-Modified-Since
                 "conditionalUpdate": True,
                 "conditionalDelete": "multiple",
                 "referencePolicy": ["literal", "logical", "enforced", "local"],

@@ -44,6 +44,7 @@ class FhirApi:
         return [
             Route("/metadata", self.metadata, methods=["GET"]),
             Route("/_history", self.history_system, methods=["GET"]),
+            Route("/_search", self.search_post, methods=["POST"]),
             Route("/$validate", self.validate_any, methods=["POST"]),
             Route("/{type}/$validate", self.validate, methods=["POST"]),
             Route("/{type}/{id}/$validate", self.validate, methods=["POST"]),
@@ -143,7 +144,7 @@ class FhirApi:
         check_accept(request)
         form = await request.form()
         params = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
-        return self._search(request, request.path_params["type"], params)
+        return self._search(request, request.path_params.get("type"), params)
 
     async def compartment(self, request: Request) -> Response:
         """``Patient/123/Observation``: a search within a compartment."""
