@@ -192,7 +192,7 @@ def parse(resource_type: str | None, params: Iterable[tuple[str, str]], registry
         if name == "_type":
             q.types += tuple(t for t in value.split(",") if t)
     for t in q.types:
-        if t not in registry.resource_types():
+        if not registry.is_resource_type(t):
             _problem(q, lenient, errors.Invalid(f"unknown resource type '{t}' in _type", "_type"))
     for name, value in params:
         try:
@@ -303,9 +303,9 @@ def _parse_include(value: str, registry: Registry, *, iterate: bool, reverse: bo
         raise errors.Invalid(f"{name} must be Type:parameter[:targetType], not '{value}'", name)
     source, code = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
-    if source not in registry.resource_types():
+    if not registry.is_resource_type(source):
         raise errors.Invalid(f"unknown resource type '{source}' in {name}", name)
-    if target is not None and target not in registry.resource_types():
+    if target is not None and not registry.is_resource_type(target):
         raise errors.Invalid(f"unknown target type '{target}' in {name}", name)
     if code == "*":
         return Include(source, None, target, iterate, reverse)
@@ -409,7 +409,7 @@ def _check_modifier(param: SearchParam, modifier: str | None, name: str, registr
     allowed = _MODIFIERS.get(param.type, set())
     if modifier in allowed:
         return
-    if param.type == "reference" and modifier in registry.resource_types():
+    if param.type == "reference" and registry.is_resource_type(modifier):
         return
     if modifier in ("in", "not-in", "above", "below") and param.type == "token":
         raise errors.NotSupported(f"modifier ':{modifier}' needs a terminology service, which this server "
@@ -559,11 +559,11 @@ def _parse_reference(param: SearchParam, modifier: str | None, raw: str, name: s
     type_ = modifier if modifier and modifier[0].isupper() else None
     if "://" in raw or raw.startswith("urn:"):
         m = re.search(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", raw)
-        if m and m.group(1) in registry.resource_types():
+        if m and registry.is_resource_type(m.group(1)):
             return RefQ(m.group(1), m.group(2), raw)
         return RefQ(None, None, raw.split("|")[0])
     parts = raw.split("/")
-    if len(parts) >= 2 and parts[0] in registry.resource_types():
+    if len(parts) >= 2 and registry.is_resource_type(parts[0]):
         if type_ and type_ != parts[0]:
             raise errors.Invalid(f"{name}: type modifier {type_} does not match reference {raw}", name)
         type_, ident = parts[0], parts[1]
@@ -599,7 +599,7 @@ def _parse_chain(resource_type: str | None, param: SearchParam, modifier: str | 
         raise errors.NotSupported("chained parameters need a resource type", name)
     if param.type != "reference":
         raise errors.Invalid(f"'{param.code}' is not a reference parameter, so it cannot be chained", name)
-    if modifier and modifier not in registry.resource_types():
+    if modifier and not registry.is_resource_type(modifier):
         raise errors.Invalid(f"'{modifier}' is not a resource type ({name})", name)
     targets = [modifier] if modifier else [t for t in param.targets if t != "Resource"]
     inner_code = rest.partition(".")[0].partition(":")[0]
@@ -621,7 +621,7 @@ def _parse_has(resource_type: str | None, name: str, value: str, registry: Regis
     if len(parts) != 4 or not all(parts[1:]):
         raise errors.Invalid(f"_has must be _has:Type:reference:parameter, not '{name}'", name)
     _, source, ref_code, rest = parts
-    if source not in registry.resource_types():
+    if not registry.is_resource_type(source):
         raise errors.Invalid(f"unknown resource type '{source}' in {name}", name)
     ref = registry.get(source, ref_code)
     if ref is None or ref.type != "reference":

@@ -100,6 +100,10 @@ class Registry:
     def resource_types(self) -> tuple[str, ...]:
         return self._types
 
+    def is_resource_type(self, name: str) -> bool:
+        """Whether ``name`` is an R4 resource type (a set lookup: it runs on every request)."""
+        return name in self._type_set
+
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         own = self._index.get(resource_type)
         if own and code in own:

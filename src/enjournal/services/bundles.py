@@ -140,12 +140,12 @@ class BundleService:
         writes = [e for e in entries if e.method in ("POST", "PUT", "PATCH", "DELETE")]
         if any(e.if_none_exist or e.criteria for e in writes):
             return False
-        types = self.resources.registry.resource_types()
+        is_type = self.resources.registry.is_resource_type
         found: dict[int, list] = {}
         for e in writes:
             if e.method in ("POST", "PUT"):
                 refs = reference_objects(e.resource)
-                if any("?" in r["reference"] and r["reference"].split("?", 1)[0].rsplit("/", 1)[-1] in types
+                if any("?" in r["reference"] and is_type(r["reference"].split("?", 1)[0].rsplit("/", 1)[-1])
                        for r in refs):
                     return False           # a conditional reference: resolved under the lock
                 found[e.index] = refs
@@ -200,7 +200,7 @@ class BundleService:
         server's absolute URLs made relative, and (with a ``unit``) a conditional reference
         ``Type?criteria`` replaced by the one resource it matches."""
         bases = self.base_urls()
-        types = self.resources.registry.resource_types()
+        is_type = self.resources.registry.is_resource_type
         cache: dict[str, str] = {}
 
         def replace(ref: str) -> str | None:
@@ -210,7 +210,7 @@ class BundleService:
                 raise errors.Invalid(f"reference '{ref}' names no entry of this transaction",
                                      "Bundle.entry.resource")
             local = local_part(ref, bases)
-            if unit is not None and "?" in local and local.split("?")[0] in types:
+            if unit is not None and "?" in local and is_type(local.split("?")[0]):
                 if local not in cache:
                     type_, criteria = local.split("?", 1)
                     found = self.resources.match(unit, type_, criteria, "conditional reference")

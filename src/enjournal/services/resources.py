@@ -282,7 +282,7 @@ class ResourceService:
     # -- validation --------------------------------------------------------------------
 
     def check_type(self, type: str) -> None:
-        if type not in self.registry.resource_types():
+        if not self.registry.is_resource_type(type):
             raise errors.NotFound(f"'{type}' is not a FHIR R4 resource type", "resourceType")
 
     @staticmethod
@@ -346,7 +346,7 @@ class ResourceService:
         if parsed is None:
             return None          # absolute, urn: or logical references are not ours to resolve
         rtype, rid, _ = parsed
-        if rtype not in self.registry.resource_types():
+        if not self.registry.is_resource_type(rtype):
             return f"reference '{value}' names an unknown resource type"
         key = (rtype, rid)
         if key not in cache:

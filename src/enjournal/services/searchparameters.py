@@ -79,5 +79,5 @@ class CustomSearchParameters:
         self._use(registry)
         unit.on_rollback(lambda: self._use(previous))
         types = sorted(registry.resource_types()) if {"Resource", "DomainResource"} & bases else sorted(bases)
-        unit.reindex(tuple(t for t in types if t in registry.resource_types()))
+        unit.reindex(tuple(t for t in types if registry.is_resource_type(t)))
         unit.set_setting(SETTING, self._stamp(registry))
