@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from .common import OUT, bundle_files, dataset_dir, entries_of, iter_bundles, log
+from .common import OUT, bundle_files, dataset_dir, entries_of, in_system_context, iter_bundles, log
 
 
 def db_path(resources: int) -> Path:
@@ -51,7 +51,8 @@ def build(resources: int, dataset: Path | None = None, force: bool = False) -> P
     try:
         for i, raw in enumerate(iter_bundles(files, copies, max_resources=resources)):
             bundle = orjson.loads(raw)
-            service.process(bundle, 1_000_000)
+            with in_system_context("bench build_db"):      # one context (one audit record) per Bundle
+                service.process(bundle, 1_000_000)
             done += len(bundle["entry"])
             if time.perf_counter() - last > 30:
                 last = time.perf_counter()

@@ -164,6 +164,59 @@ def enjournal_server(db: Path, workers: int = 2, port: int | None = None) -> Ser
     return Server(argv, port, name="enjournal")
 
 
+def audit_switch_server(db: Path, audit: bool, workers: int = 2, port: int | None = None) -> Server:
+    """The served application (``build_asgi``, as ``enjournal serve`` runs it) from the
+    bench-only factory ``bench.audit_app``: with ``audit`` False its authentication
+    middleware hands nothing to the audit log. For the audit benchmark's baseline only."""
+    port = port or free_port()
+    env = {"PYTHONPATH": str(ROOT), "BENCH_AUDIT": "on" if audit else "off",
+           "ENJOURNAL_DATABASE": f"sqlite:///{db}", "ENJOURNAL_HOST": "127.0.0.1", "ENJOURNAL_PORT": str(port)}
+    argv = [PYTHON, "-m", "uvicorn", "bench.audit_app:create", "--factory", "--workers", str(workers),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    return Server(argv, port, env=env, name=f"audit-{'on' if audit else 'off'}")
+
+
+# -- access (docs/access.md) --------------------------------------------------------------
+
+def issue_token(db: Path, port: int, persona: str = "system", lifetime: int = 8 * 3600) -> str:
+    """A bearer token of the built-in identity provider for a server on 127.0.0.1:``port``
+    over ``db`` (the issuer is the server's base URL, so the port must match)."""
+    proc = subprocess.run([ENJOURNAL, "token", persona, "--database", f"sqlite:///{db}", "--host", "127.0.0.1",
+                           "--port", str(port), "--lifetime", str(lifetime)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"enjournal token {persona} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def bearer(token: str, patient: str | None = None, purpose: str = "TREAT") -> dict[str, str]:
+    """Request headers: the token, and for health personnel the trust-framework attestation
+    (``X-Purpose-Of-Use``, ``X-Patient: Patient/<id>``)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if patient is not None:
+        headers["X-Purpose-Of-Use"] = purpose
+        headers["X-Patient"] = f"Patient/{patient}"
+    return headers
+
+
+def audit_head(db: Path) -> int:
+    """The number of audit rows in ``db`` (the newest seq; 0 before migration 6's table)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def in_system_context(name: str = "bench"):
+    """``use(system_context(name))``: in-process work outside a request needs an access
+    context (docs/access.md). Use a fresh one per unit of work (per Bundle): a context
+    collects what it touched for one audit record."""
+    from enjournal.access.context import system_context, use
+    return use(system_context(name))
+
+
 # -- statistics and reporting ---------------------------------------------------------------
 
 def percentile(sorted_values: list[float], p: float) -> float:

@@ -4,8 +4,13 @@
 
 Three figures from the same Bundles, in the same run, each into a fresh database file:
 
-- in-process: ``BundleService.process`` on a ``Platform`` (parse + validate + extract + store);
-- over HTTP: each Bundle POSTed to ``enjournal serve --workers 2`` (``--concurrency`` clients);
+- in-process: ``BundleService.process`` on a ``Platform`` (parse + validate + extract + store),
+  each Bundle in a fresh system access context, as one HTTP request would be: the guard
+  checks nothing for a system and the Bundle's audit record is written in its transaction;
+- in-process with the audit log off (``--audit-off``, bench only: the guard's ``audit`` set to
+  None), to show what the write's audit record costs;
+- over HTTP: each Bundle POSTed to ``enjournal serve --workers 2`` (``--concurrency`` clients)
+  with a system token;
 - baseline: the same JSON documents into one SQLite table (id, type, json) with ``executemany``
   in one transaction per Bundle, same pragmas (WAL, synchronous=FULL). Both sides parse the
   Bundle and serialise each resource, so the ratio is the price of FHIR semantics and indexes.
@@ -27,8 +32,8 @@ from pathlib import Path
 import orjson
 
 from .build_db import remove_db
-from .common import (OUT, bundle_files, dataset_dir, enjournal_server, entries_of, log, machine,
-                     save_result)
+from .common import (OUT, audit_head, bearer, bundle_files, dataset_dir, enjournal_server, entries_of,
+                     in_system_context, issue_token, log, machine, save_result)
 
 TARGET = 2000.0
 
@@ -55,18 +60,21 @@ def fresh_db(name: str) -> Path:
 
 # -- the three ways in ------------------------------------------------------------------------
 
-def ingest_in_process(bundles: list[bytes], db: Path) -> tuple[int, float]:
+def ingest_in_process(bundles: list[bytes], db: Path, audit: bool = True) -> tuple[int, float]:
     from enjournal.app import Platform
     from enjournal.services.bundles import BundleService
     from enjournal.settings import Settings
     platform = Platform(Settings(database=f"sqlite:///{db}"))
+    if not audit:
+        platform.guard.audit = None         # bench only: the baseline without audit records
     service = BundleService(platform.resources)
     n = 0
     try:
         start = time.perf_counter()
         for raw in bundles:
             bundle = orjson.loads(raw)
-            service.process(bundle, 1_000_000)
+            with in_system_context("bench ingest"):     # a fresh context per Bundle, like a request
+                service.process(bundle, 1_000_000)
             n += len(bundle["entry"])
         return n, time.perf_counter() - start
     finally:
@@ -100,14 +108,14 @@ def ingest_http(bundles: list[bytes], db: Path, concurrency: int, workers: int =
     import httpx
     # schema created by `serve` itself before its workers start
     with enjournal_server(db, workers=workers) as server:
+        headers = {"content-type": "application/fhir+json", **bearer(issue_token(db, server.port))}
         errors = []
         counts = [0] * concurrency
         queue = list(enumerate(bundles))
         lock = threading.Lock()
 
         def client(slot: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=600.0,
-                              headers={"content-type": "application/fhir+json"}) as http:
+            with httpx.Client(base_url=server.url, timeout=600.0, headers=headers) as http:
                 while True:
                     with lock:
                         if not queue:
@@ -192,7 +200,7 @@ def _short(path: str | None) -> str:
 # -- main ---------------------------------------------------------------------------------------
 
 def run(resources: int = 20000, concurrency: int = 2, profile: bool = False, http: bool = True,
-        dataset: Path | None = None) -> dict:
+        dataset: Path | None = None, audit_off: bool = True) -> dict:
     bundles = pick_bundles(resources, dataset)
     total = sum(entries_of(b) for b in bundles)
     log(f"== ingest: {len(bundles)} Synthea transaction Bundles, {total:,} resources "
@@ -204,17 +212,28 @@ def run(resources: int = 20000, concurrency: int = 2, profile: bool = False, htt
     log(f"baseline raw SQLite (id,type,json; executemany per bundle): {raw_rate:,.0f} resources/s ({dt:.1f} s)")
     result["raw_sqlite_per_s"] = raw_rate
 
-    n, dt = ingest_in_process(bundles, fresh_db("ingest-inproc"))
+    db = fresh_db("ingest-inproc")
+    n, dt = ingest_in_process(bundles, db)
     rate = n / dt
+    rows = audit_head(db)
     log(f"in-process BundleService.process: {rate:,.0f} resources/s ({dt:.1f} s) "
         f"target >= {TARGET:,.0f}: {'MET' if rate >= TARGET else f'MISSED ({rate / TARGET:.0%} of target)'}; "
-        f"{raw_rate / rate:.1f}x slower than raw SQLite (ratio enjournal/raw = {rate / raw_rate:.3f})")
+        f"{raw_rate / rate:.1f}x slower than raw SQLite (ratio enjournal/raw = {rate / raw_rate:.3f}); "
+        f"{rows} audit rows written")
     result["in_process_per_s"] = rate
+    result["in_process_audit_rows"] = rows
+
+    if audit_off:
+        n, dt = ingest_in_process(bundles, fresh_db("ingest-inproc-noaudit"), audit=False)
+        rate_off = n / dt
+        log(f"in-process, audit log off (bench only): {rate_off:,.0f} resources/s ({dt:.1f} s); "
+            f"ratio audit on/off = {rate / rate_off:.3f}")
+        result["in_process_audit_off_per_s"] = rate_off
 
     if http:
         n_http, dt, errs = ingest_http(bundles, fresh_db("ingest-http"), concurrency)
         rate_http = n_http / dt
-        log(f"HTTP POST / (serve --workers 2, {concurrency} client{'s' if concurrency > 1 else ''}): "
+        log(f"HTTP POST / (serve --workers 2, {concurrency} client{'s' if concurrency > 1 else ''}, system token): "
             f"{rate_http:,.0f} resources/s ({dt:.1f} s, {errs} failed bundles) "
             f"target >= {TARGET:,.0f}: {'MET' if rate_http >= TARGET else f'MISSED ({rate_http / TARGET:.0%} of target)'}; "
             f"ratio enjournal/raw = {rate_http / raw_rate:.3f}")
@@ -240,10 +259,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2, help="HTTP clients posting Bundles at once")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--no-audit-off", action="store_true",
+                    help="skip the in-process run with the audit log off (the audit cost baseline)")
     ap.add_argument("--dataset")
     args = ap.parse_args()
     run(args.resources, args.concurrency, args.profile, not args.no_http,
-        Path(args.dataset) if args.dataset else None)
+        Path(args.dataset) if args.dataset else None, not args.no_audit_off)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@
   latency is measured from the scheduled send time, so a stalled server cannot hide its
   queueing (no coordinated omission). It reports its own CPU time as its overhead.
 - ``sequential``: one keep-alive connection, one request after another (search latency).
+
+Every data request needs a bearer token (docs/access.md): each generator takes ``headers``,
+extra request headers ({"Authorization": "Bearer ...", "X-Patient": ...}) sent with every
+request; ``sequential`` also takes (path, headers) pairs for per-request headers.
 """
 from __future__ import annotations
 
@@ -22,12 +26,18 @@ from .common import OUT, summarize_ms
 WRK_LUA = """
 local paths = {}
 for line in io.lines("%s") do paths[#paths + 1] = line end
+local headers = {["Accept"] = "application/fhir+json"%s}
 local i = math.random(#paths)
 request = function()
   i = i %% #paths + 1
-  return wrk.format("GET", paths[i], {["Accept"] = "application/fhir+json"})
+  return wrk.format("GET", paths[i], headers)
 end
 """
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 
 def wrk_available() -> bool:
@@ -35,12 +45,13 @@ def wrk_available() -> bool:
 
 
 def wrk_saturate(url: str, paths: list[str], connections: int = 8, seconds: int = 10,
-                 threads: int = 1) -> dict:
+                 threads: int = 1, headers: dict[str, str] | None = None) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     path_file = OUT / "wrk-paths.txt"
     path_file.write_text("\n".join(paths) + "\n")
     script = OUT / "wrk-rotate.lua"
-    script.write_text(WRK_LUA % path_file)
+    extra = "".join(f", [{_lua_string(k)}] = {_lua_string(v)}" for k, v in (headers or {}).items())
+    script.write_text(WRK_LUA % (path_file, extra))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
                            "--latency", "-s", str(script), url], capture_output=True, text=True,
@@ -64,8 +75,9 @@ def wrk_saturate(url: str, paths: list[str], connections: int = 8, seconds: int 
             "raw": out}
 
 
-def _request(path: str, host: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n\r\n").encode()
+def _request(path: str, host: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/fhir+json\r\n{extra}\r\n").encode()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -88,19 +100,21 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, body
 
 
-def open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int = 8) -> dict:
+def open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int = 8,
+              headers: dict[str, str] | None = None) -> dict:
     """Send ``rate`` requests/s for ``seconds`` over ``connections`` keep-alive connections."""
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return runner(_open_loop(port, paths, rate, seconds, connections))
+    return runner(_open_loop(port, paths, rate, seconds, connections, headers))
 
 
-async def _open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int) -> dict:
+async def _open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int,
+                     headers: dict[str, str] | None = None) -> dict:
     host = f"127.0.0.1:{port}"
-    reqs = [_request(p, host) for p in paths]
+    reqs = [_request(p, host, headers) for p in paths]
     idle: asyncio.Queue = asyncio.Queue()
     for _ in range(connections):
         idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
@@ -148,16 +162,22 @@ async def _open_loop(port: int, paths: list[str], rate: float, seconds: float, c
     return stats
 
 
-def sequential(port: int, paths: list[str], repeat: int = 1) -> tuple[list[float], list[bytes]]:
-    """Latency of each request sent one after another on one keep-alive connection."""
+def sequential(port: int, paths: list, repeat: int = 1, headers: dict[str, str] | None = None,
+               ) -> tuple[list[float], list[bytes]]:
+    """Latency of each request sent one after another on one keep-alive connection.
+    ``paths``: paths, or (path, headers) pairs whose headers are added to ``headers``."""
     async def run() -> tuple[list[float], list[bytes]]:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         host = f"127.0.0.1:{port}"
+        reqs = []
+        for item in paths:
+            p, own = (item, None) if isinstance(item, str) else item
+            reqs.append((p, _request(p, host, {**(headers or {}), **(own or {})})))
         times, bodies = [], []
         for _ in range(repeat):
-            for p in paths:
+            for p, req in reqs:
                 t = time.perf_counter()
-                writer.write(_request(p, host))
+                writer.write(req)
                 status, body = await _read_response(reader)
                 times.append(time.perf_counter() - t)
                 if status != 200:

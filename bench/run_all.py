@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from . import everything, ingest, read, search
+from . import audit, everything, ingest, read, search
 from .common import log, machine
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--search-resources", type=int, default=int(env("BENCH_SEARCH_RESOURCES", 0)) or None)
     ap.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 0)) or None)
     ap.add_argument("--profile", action="store_true", help="profile the in-process ingest (pyinstrument)")
-    ap.add_argument("--only", help="comma-separated subset: ingest,read,search,everything")
+    ap.add_argument("--only", help="comma-separated subset: ingest,read,audit,search,everything")
     args = ap.parse_args()
     full = args.full
     sizes = {
@@ -37,13 +37,15 @@ def main() -> None:
         "search": args.search_resources or (1_000_000 if full else 50_000),
         "seconds": args.seconds or (15 if full else 8),
     }
-    chosen = set((args.only or "ingest,read,search,everything").split(","))
+    chosen = set((args.only or "ingest,read,audit,search,everything").split(","))
     log(f"enjournal benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}; sizes {sizes}")
     start = time.perf_counter()
     if "ingest" in chosen:
         ingest.run(sizes["ingest"], concurrency=2, profile=args.profile or full)
     if "read" in chosen:
         read.run(sizes["read"], seconds=sizes["seconds"])
+    if "audit" in chosen:
+        audit.run(None, sizes["read"], seconds=sizes["seconds"], rounds=2 if full else 1)
     if "search" in chosen:
         search.run(sizes["search"], patients=40 if full else 20)
     if "everything" in chosen:

@@ -9,6 +9,17 @@ Queries (default page size, so at most 20 resources per answer):
 - ``MedicationRequest?patient=Patient/X&status=<a status the patient has>``
 - ``Patient?name=<family>&birthdate=<birthDate>``
 
+Each search runs as two callers (docs/access.md), each search in a fresh access context as
+one request would have:
+
+- ``system``: a system client (no restriction);
+- ``gp``: the GP persona (health personnel, ``X-Purpose-Of-Use: TREAT``, ``X-Patient`` = the
+  searched patient): the guard decides for the patient (facts cache, ``decide``) and adds
+  the patient's compartment clause to the search (``Patient?...`` gets ``_id``).
+
+In-process, the GP's subject is built by the authentication middleware itself from a token
+of the built-in provider and the headers; over HTTP both send bearer tokens.
+
 Targets (issue, at 1 million resources): p50 < 3 ms, p95 < 15 ms.
 Baseline ("raw engine"): the SQL statements the store ran for the same search, captured with
 ``set_trace_callback`` and replayed on a plain ``sqlite3`` connection to the same file, so
@@ -27,7 +38,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from . import build_db
-from .common import enjournal_server, fmt_ms, log, machine, save_result, summarize_ms
+from .common import bearer, enjournal_server, fmt_ms, issue_token, log, machine, save_result, summarize_ms
 from .loadgen import sequential
 
 TARGET_P50_MS, TARGET_P95_MS = 3.0, 15.0
@@ -41,8 +52,11 @@ def default_database(resources: int) -> Path:
     return build_db.build(resources)
 
 
-def pick_queries(db: Path, patients: int, seed: int = 11) -> dict[str, list[tuple[str, list]]]:
-    """Per query kind, (type, params) for ``patients`` random patients that have data."""
+PERSONAS = ("system", "gp")
+
+
+def pick_queries(db: Path, patients: int, seed: int = 11) -> dict[str, list[tuple[str, list, str]]]:
+    """Per query kind, (type, params, patient id) for ``patients`` random patients that have data."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     rows = conn.execute("SELECT r.id, h.body FROM res r JOIN hist h ON h.seq = r.seq "
                         "WHERE r.type = 'Patient' AND r.deleted = 0").fetchall()
@@ -60,12 +74,12 @@ def pick_queries(db: Path, patients: int, seed: int = 11) -> dict[str, list[tupl
     for pid, body in rows:
         patient = orjson.loads(body)
         out["observation"].append(("Observation", [("subject", f"Patient/{pid}"), ("code", LOINC_HR),
-                                                   ("_sort", "-date")]))
-        out["condition"].append(("Condition", [("patient", f"Patient/{pid}")]))
+                                                   ("_sort", "-date")], pid))
+        out["condition"].append(("Condition", [("patient", f"Patient/{pid}")], pid))
         out["medicationrequest"].append(("MedicationRequest", [("patient", f"Patient/{pid}"),
-                                                               ("status", status_of[pid])]))
+                                                               ("status", status_of[pid])], pid))
         family = (patient.get("name") or [{}])[0].get("family", "")
-        out["patient"].append(("Patient", [("name", family), ("birthdate", patient.get("birthDate", ""))]))
+        out["patient"].append(("Patient", [("name", family), ("birthdate", patient.get("birthDate", ""))], pid))
     return out
 
 
@@ -73,13 +87,43 @@ def query_path(type_: str, params: list) -> str:
     return f"/{type_}?" + urlencode(params, quote_via=quote, safe="/")
 
 
-def in_process(db: Path, queries: dict, repeat: int) -> tuple[dict, dict, dict]:
-    """(service latency, raw SQL replay latency, matches) per query kind."""
+class Callers:
+    """Access contexts for in-process searches, as the web layer builds them per request."""
+
+    def __init__(self, platform, settings):
+        from enjournal.access.claims import principal_from_claims
+        from enjournal.access.tokens import Issuer
+        from enjournal.access.tokens import from_settings as verifier_from_settings
+        from enjournal.services.personas import demo_provider
+        from enjournal.web.auth import Authenticate
+        provider = demo_provider(settings, platform.store)
+        verifier = verifier_from_settings(settings, [Issuer(provider.issuer, keys=provider.key_set())])
+        self.auth = Authenticate(None, verifier, principal_from_claims, platform.facts, None)
+        self.tokens = {"system": provider.issue("system"), "gp": provider.issue("gp")}
+        self.subjects: dict = {}
+
+    def context(self, persona: str, type_: str, params: list, pid: str):
+        from enjournal.access.context import AccessContext
+        key = (persona, pid if persona != "system" else None)
+        subject = self.subjects.get(key)
+        if subject is None:
+            headers = {"authorization": f"Bearer {self.tokens[persona]}"}
+            if persona != "system":
+                headers.update({"x-purpose-of-use": "TREAT", "x-patient": f"Patient/{pid}"})
+            subject = self.subjects[key] = self.auth.subject(headers)
+        return AccessContext(subject, "GET", f"/{type_}", urlencode(params), "search-type", "127.0.0.1")
+
+
+def in_process(db: Path, queries: dict, repeat: int, personas: tuple = PERSONAS) -> tuple[dict, dict, dict]:
+    """(service latency, raw SQL replay latency, matches) per persona and query kind."""
+    from enjournal.access.context import use
     from enjournal.app import Platform
     from enjournal.settings import Settings
-    platform = Platform(Settings(database=f"sqlite:///{db}"))
+    settings = Settings(database=f"sqlite:///{db}")
+    platform = Platform(settings)
     service = platform.resources
-    conn = platform.repo._reader()
+    callers = Callers(platform, settings)
+    conn = platform.store._reader()
     captured: list[str] = []
     svc: dict = {}
     raw: dict = {}
@@ -88,42 +132,49 @@ def in_process(db: Path, queries: dict, repeat: int) -> tuple[dict, dict, dict]:
     for pragma in ("cache_size=-65536", "mmap_size=1073741824", "temp_store=MEMORY"):
         replay.execute(f"PRAGMA {pragma}")
     try:
-        for kind, qs in queries.items():
-            times, rtimes, counts = [], [], []
-            statements: list[list[str]] = []
-            for t, params in qs:               # warm up, and capture the SQL of each search
-                captured.clear()
-                conn.set_trace_callback(captured.append)
-                result = service.search(t, params)
-                conn.set_trace_callback(None)
-                statements.append([s for s in captured if s.lstrip().upper().startswith("SELECT")])
-                counts.append(len(result.matches))
-            for _ in range(repeat):
-                for t, params in qs:
-                    start = time.perf_counter()
-                    service.search(t, params)
-                    times.append(time.perf_counter() - start)
-                for stmts in statements:
-                    start = time.perf_counter()
-                    for s in stmts:
-                        replay.execute(s).fetchall()
-                    rtimes.append(time.perf_counter() - start)
-            svc[kind], raw[kind] = summarize_ms(times), summarize_ms(rtimes)
-            hits[kind] = {"mean_matches": sum(counts) / len(counts), "empty": counts.count(0)}
+        for persona in personas:
+            for kind, qs in queries.items():
+                times, rtimes, counts = [], [], []
+                statements: list[list[str]] = []
+                for t, params, pid in qs:          # warm up, and capture the SQL of each search
+                    captured.clear()
+                    conn.set_trace_callback(captured.append)
+                    with use(callers.context(persona, t, params, pid)):
+                        result = service.search(t, params)
+                    conn.set_trace_callback(None)
+                    statements.append([s for s in captured if s.lstrip().upper().startswith("SELECT")])
+                    counts.append(len(result.matches))
+                for _ in range(repeat):
+                    for t, params, pid in qs:
+                        start = time.perf_counter()
+                        with use(callers.context(persona, t, params, pid)):
+                            service.search(t, params)
+                        times.append(time.perf_counter() - start)
+                    for stmts in statements:
+                        start = time.perf_counter()
+                        for s in stmts:
+                            replay.execute(s).fetchall()
+                        rtimes.append(time.perf_counter() - start)
+                key = f"{persona}/{kind}"
+                svc[key], raw[key] = summarize_ms(times), summarize_ms(rtimes)
+                hits[key] = {"mean_matches": sum(counts) / len(counts), "empty": counts.count(0)}
     finally:
         replay.close()
         platform.close()
     return svc, raw, hits
 
 
-def over_http(db: Path, queries: dict, repeat: int) -> dict:
+def over_http(db: Path, queries: dict, repeat: int, personas: tuple = PERSONAS) -> dict:
     out = {}
     with enjournal_server(db, workers=2) as server:
-        for kind, qs in queries.items():
-            paths = [query_path(t, p) for t, p in qs]
-            sequential(server.port, paths, 1)                       # warm up both workers
-            times, _ = sequential(server.port, paths, repeat)
-            out[kind] = summarize_ms(times)
+        tokens = {p: issue_token(db, server.port, p) for p in personas}
+        for persona in personas:
+            for kind, qs in queries.items():
+                paths = [(query_path(t, p), bearer(tokens[persona], None if persona == "system" else pid))
+                         for t, p, pid in qs]
+                sequential(server.port, paths, 1)                       # warm up both workers
+                times, _ = sequential(server.port, paths, repeat)
+                out[f"{persona}/{kind}"] = summarize_ms(times)
     return out
 
 
@@ -147,15 +198,19 @@ def run(resources: int = 100_000, patients: int = 40, repeat: int = 3, database:
     results: dict = {"database": db.name, "resources": n_res, "in_process": svc, "raw_sql": raw, "matches": hits}
     web = over_http(db, queries, repeat) if http else {}
     results["http"] = web
-    examples = {k: query_path(*v[0]) for k, v in queries.items()}
+    examples = {k: query_path(*v[0][:2]) for k, v in queries.items()}
     for kind in queries:
-        log(f"{kind}: e.g. {examples[kind]}  (mean {hits[kind]['mean_matches']:.1f} matches on the page, "
-            f"{hits[kind]['empty']} empty)")
-        log(f"  in-process  {fmt_ms(svc[kind])}  [{verdict(svc[kind])}]")
-        log(f"  raw SQL     {fmt_ms(raw[kind])}  (ratio service/raw p50 "
-            f"{svc[kind]['p50'] / max(raw[kind]['p50'], 1e-6):.1f})")
-        if web:
-            log(f"  HTTP        {fmt_ms(web[kind])}  [{verdict(web[kind])}]")
+        log(f"{kind}: e.g. {examples[kind]}")
+        for persona in PERSONAS:
+            key = f"{persona}/{kind}"
+            log(f"  {persona:<6} ({hits[key]['mean_matches']:.1f} matches on the page, {hits[key]['empty']} empty)")
+            log(f"    in-process  {fmt_ms(svc[key])}  [{verdict(svc[key])}]"
+                + (f"  (p50 ratio gp/system {svc[key]['p50'] / svc['system/' + kind]['p50']:.2f})"
+                   if persona != "system" else ""))
+            log(f"    raw SQL     {fmt_ms(raw[key])}  (ratio service/raw p50 "
+                f"{svc[key]['p50'] / max(raw[key]['p50'], 1e-6):.1f})")
+            if web:
+                log(f"    HTTP        {fmt_ms(web[key])}  [{verdict(web[key])}]")
     results["examples"] = examples
     save_result("search", results)
     return results

@@ -19,13 +19,18 @@ if not EXAMPLES_TGZ.exists():
     EXAMPLES_TGZ = Path("/work/shared/data/hl7.fhir.r4.examples-4.0.1.tgz")
 
 
-class Server:
-    """A uvicorn server running the app in a background thread."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+
+class Server:
+    """A uvicorn server running the app in a background thread. ``auth`` holds the headers
+    of a system token from the built-in provider; ``token(persona, ...)`` makes others."""
+
+    def __init__(self, app, port: int | None = None):
+        self.port = port or free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -37,6 +42,24 @@ class Server:
             time.sleep(0.02)
         self.base = f"http://127.0.0.1:{self.port}"
         self.app = app
+        self.auth = {"Authorization": f"Bearer {self.token('system')}"}
+
+    @property
+    def platform(self):
+        return self.app.state.platform
+
+    def token(self, persona: str = "system", **claims) -> str:
+        """A bearer token for a demo persona (or ``system``) from the built-in provider."""
+        return self.platform.provider.issue(persona, **claims)
+
+    def headers(self, persona: str = "system", **attestation) -> dict:
+        """Authorization plus trust-framework headers, e.g. ``purpose="TREAT", patient="Patient/1"``."""
+        names = {"purpose": "X-Purpose-Of-Use", "patient": "X-Patient", "reason": "X-Access-Reason",
+                 "consent": "X-Consent-Declared"}
+        out = {"Authorization": f"Bearer {self.token(persona)}"}
+        for key, value in attestation.items():
+            out[names[key]] = value
+        return out
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -46,7 +69,9 @@ class Server:
 
 def start_server(tmp_path: Path, **settings) -> Server:
     settings.setdefault("database", f"sqlite:///{tmp_path}/enjournal.db")
-    return Server(build_asgi(Settings(**settings)))
+    port = settings.setdefault("port", free_port())
+    settings.setdefault("host", "127.0.0.1")
+    return Server(build_asgi(Settings(**settings)), port)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +83,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server.base, timeout=60, headers={"Accept": "application/fhir+json"}) as c:
+    with httpx.Client(base_url=server.base, timeout=60,
+                      headers={"Accept": "application/fhir+json", **server.auth}) as c:
         yield c
 
 

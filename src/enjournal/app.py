@@ -5,6 +5,7 @@ Only this module and ``cli.py`` choose concrete implementations.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 from starlette.applications import Starlette
@@ -14,6 +15,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import errors
+from .access.audit import AuditLog
+from .access.claims import principal_from_claims
+from .access.facts import FactsLoader
+from .access.guard import Guard, GuardedRepository
+from .access.tokens import Issuer
+from .access.tokens import from_settings as verifier_from_settings
 from .fhir.searchparams import Registry
 from .services.resources import ResourceService
 from .services.searchparameters import CustomSearchParameters
@@ -22,7 +29,12 @@ from .store import open_repository
 from .web.capability import capability_builder
 from .web.fast_read import FastRead
 from .web.fhir_api import FhirApi
+from .web.audit_api import AuditApi
+from .web.auth import Authenticate
 from .web.landing import landing_page
+from .access.provider import enabled as provider_enabled
+from .services.personas import demo_provider
+from .web.oidc import AuthorizationServer, patient_finder
 from .web.responses import error_response
 
 log = logging.getLogger("enjournal")
@@ -35,13 +47,19 @@ class Platform:
                  new_id: Callable[[], str] | None = None):
         self.settings = settings
         self.registry = Registry.default()
-        self.repo = open_repository(settings.database, self.registry, clock=clock, new_id=new_id)
+        # the store itself; everything else reaches data through the guarded ``repo``
+        self.store = open_repository(settings.database, self.registry, clock=clock, new_id=new_id)
+        self.facts = FactsLoader(self.store)
+        self.audit = AuditLog(self.store)
+        self.guard = Guard(self.store, self.facts, self.audit, emergency_minutes=settings.emergency_access_minutes)
+        self.repo = GuardedRepository(self.store, self.guard)
         self.resources = ResourceService(self.repo, self.registry, settings)
-        self.search_parameters = CustomSearchParameters(self.repo, self.resources)
+        self.search_parameters = CustomSearchParameters(self.store, self.resources)
         self.search_parameters.start()
 
     def close(self) -> None:
-        self.repo.close()
+        self.audit.close()
+        self.store.close()
 
 
 def build_app(settings: Settings, clock: Callable[[], int] | None = None,
@@ -79,7 +97,13 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
         err = errors.FhirError("internal error: the request was not completed; nothing was stored")
         return error_response(err)
 
-    routes = [Route("/", root, methods=["GET", "HEAD", "POST"])] + api.routes()
+    routes = [Route("/", root, methods=["GET", "HEAD", "POST"])]
+    platform.provider = None      # the built-in OpenID provider (docs/identity-provider.md)
+    routes += AuditApi(platform.store, platform.guard, platform.audit, api.base).routes()
+    if provider_enabled(settings.builtin_idp, settings.database):
+        platform.provider = demo_provider(settings, platform.store)
+        routes += AuthorizationServer(platform.provider, api.base, patient_finder(platform.resources)).routes()
+    routes += api.routes()
     app = Starlette(routes=routes, exception_handlers={
         errors.FhirError: fhir_error, HTTPException: http_error, Exception: unexpected})
     app.state.platform = platform
@@ -87,9 +111,19 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
 
 
 def build_asgi(settings: Settings, **kwargs: Any) -> Any:
-    """The application as served: the fast path for plain reads in front of ``build_app``."""
+    """The application as served: authentication and the access context around the fast
+    path for plain reads, in front of ``build_app``."""
     app = build_app(settings, **kwargs)
-    return FastRead(app, app.state.platform.resources)
+    platform = app.state.platform
+    local = []
+    if platform.provider is not None:
+        local.append(Issuer(platform.provider.issuer, keys=platform.provider.key_set()))
+    verifier = verifier_from_settings(settings, local)
+    if settings.oidc_issuers:
+        # fetch remote issuers' keys now, off the event loop, so the first token does not wait
+        threading.Thread(target=verifier.prefetch, name="enjournal-jwks", daemon=True).start()
+    return Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
+                        platform.audit)
 
 
 def asgi_factory() -> Any:

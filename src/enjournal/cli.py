@@ -43,12 +43,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .app import Platform
     from .services.demo import load_demo
+    from .access.context import system_context, use
     platform = Platform(_settings(args))
     try:
         if args.if_empty and not platform.repo.is_empty():
             print("database already has data: demo not loaded")
             return 0
-        summary = load_demo(platform.resources, seed=args.seed, people=args.people)
+        with use(system_context("enjournal demo")):
+            summary = load_demo(platform.resources, seed=args.seed, people=args.people)
         print(summary)
     finally:
         platform.close()
@@ -58,9 +60,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .app import Platform
     from .services.importer import import_paths
+    from .access.context import system_context, use
     platform = Platform(_settings(args))
     try:
-        report = import_paths(platform.resources, args.paths, progress=not args.quiet)
+        with use(system_context("enjournal import")):
+            report = import_paths(platform.resources, args.paths, progress=not args.quiet)
     finally:
         platform.close()
     print(report.summary())
@@ -72,6 +76,70 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     Platform(_settings(args)).close()
     print("schema is up to date")
     return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a bearer token of the built-in identity provider (docs/identity-provider.md)."""
+    from . import errors
+    from .access.provider import enabled
+    from .app import Platform
+    from .services.personas import demo_personas, demo_provider
+    from .web.oidc import patient_finder
+    settings = _settings(args)
+    personas = {p.key: p for p in demo_personas()}
+    if not args.client_secret and args.persona not in personas:
+        print(f"unknown persona {args.persona!r}; choose one of:" if args.persona else "choose a persona:",
+              file=sys.stderr)
+        for p in personas.values():
+            print(f"  {p.key:<20} {p.name} — {p.label}", file=sys.stderr)
+        return 2
+    try:
+        if not enabled(settings.builtin_idp, settings.database):
+            print("the built-in identity provider is off (setting builtin_idp)", file=sys.stderr)
+            return 1
+        platform = Platform(settings)
+        try:
+            provider = demo_provider(settings, platform.store)
+            if args.client_secret:
+                print(provider.client_secret())
+                return 0
+            patient = args.patient
+            if patient and personas[args.persona].kind == "citizen" and patient.isdigit() and len(patient) == 11:
+                patient = patient_finder(platform.resources)(patient)
+                if patient is None:
+                    raise errors.NotFound(f"no single Patient has fødselsnummer {args.patient}", "patient")
+            token = provider.issue(args.persona, scope=args.scope, lifetime=args.lifetime, patient=patient,
+                                   purpose=args.purpose, reason=args.reason)
+        finally:
+            platform.close()
+    except errors.FhirError as exc:
+        print(f"enjournal token: {exc.message}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Check the audit log's hash chain (docs/audit.md): exit 0 intact, 1 tampered, 2 unusable."""
+    from . import errors
+    from .access.audit import verify
+    from .fhir.searchparams import Registry
+    from .store import open_repository
+    from .store.sqlite.repository import _path_of
+    settings = _settings(args)
+    try:
+        if settings.database.startswith("sqlite:") and not os.path.exists(_path_of(settings.database)):
+            raise errors.NotFound(f"no database at {_path_of(settings.database)}", "database")
+        repo = open_repository(settings.database, Registry.default())
+        try:
+            report = verify(repo, args.head)
+        finally:
+            repo.close()
+    except errors.FhirError as exc:
+        print(f"enjournal audit verify: {exc.message}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +167,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     _add_settings(p, ["database"])
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("token", help="print a bearer token for a demo persona (built-in identity provider)")
+    _add_settings(p, ["database", "base_url", "host", "port", "builtin_idp"])
+    p.add_argument("persona", nargs="?", default="", help="gp, nurse, doctor, silje, else, system, ...")
+    p.add_argument("--scope", default=None, help="scope string (default: the persona kind's)")
+    p.add_argument("--patient", default=None, help="Patient id, Patient/<id> or fødselsnummer")
+    p.add_argument("--purpose", default=None, choices=["TREAT", "ETREAT", "COC", "BTG"],
+                   help="purpose of use (tillitsrammeverk)")
+    p.add_argument("--reason", default=None, help="reason for access (needed for ETREAT and BTG)")
+    p.add_argument("--lifetime", type=int, default=3600, help="seconds until the token expires")
+    p.add_argument("--client-secret", action="store_true",
+                   help="print the client secret of the client credentials grant instead")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("audit", help="work with the tamper-evident audit log")
+    actions = p.add_subparsers(dest="audit_command", required=True)
+    v = actions.add_parser("verify", help="check the audit log's hash chain: exit 0 intact, 1 tampered")
+    _add_settings(v, ["database"])
+    v.add_argument("--head", default=None,
+                   help="a head hash published earlier ('<hex>' or '<seq>:<hex>'): it must be in the chain")
+    v.set_defaults(func=cmd_audit_verify)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -51,6 +51,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("strict_validation", _bool, True,
             "Reject resources with structural errors against FHIR R4 (unknown elements, wrong types)"),
     Setting("feed_poll_seconds", float, 0.5, "How often change-feed consumers poll for new entries"),
+    Setting("emergency_access_minutes", int, 240,
+            "How long emergency access (ETREAT/BTG with a stated reason) lasts before a new reason is needed"),
+    Setting("builtin_idp", str, "auto",
+            "Built-in OpenID provider for development and demos: auto (on with SQLite, off with PostgreSQL), on, off"),
+    Setting("oidc_issuers", str, "",
+            "Trusted OpenID issuers, comma-separated issuer URLs; their JWKS is found by OpenID discovery"),
+    Setting("oidc_audience", str, "",
+            "Accepted token audiences, comma-separated (default: the server's base URL)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -71,6 +79,10 @@ class Settings:
     allow_synthetic_ids: bool = True
     strict_validation: bool = True
     feed_poll_seconds: float = 0.5
+    emergency_access_minutes: int = 240
+    builtin_idp: str = "auto"
+    oidc_issuers: str = ""
+    oidc_audience: str = ""
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         clean = {k: v for k, v in overrides.items() if v is not None}

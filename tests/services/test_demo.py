@@ -250,10 +250,12 @@ def test_the_docs_name_the_personas_of_the_default_seed(bundles):
 
 @pytest.fixture
 def platform(tmp_path):
+    from enjournal.access.context import system_context, use
     from enjournal.app import Platform
     from enjournal.settings import Settings
     platform = Platform(Settings(database=f"sqlite:///{tmp_path}/t.db"))
-    yield platform
+    with use(system_context("tests")):        # the platform's own work, as `enjournal demo` does it
+        yield platform
     platform.close()
 
 

@@ -23,7 +23,7 @@ def born_in(city):
 def test_custom_parameter_lifecycle(tmp_path):
     srv = start_server(tmp_path)
     try:
-        c = httpx.Client(base_url=srv.base)
+        c = httpx.Client(base_url=srv.base, headers=srv.auth)
         before = c.post("/Patient", json=born_in("Tromsø")).json()["id"]
         assert c.get("/Patient", params={"birthplace-city": "Tromsø"}).status_code == 400  # unknown yet
         sp = c.post("/SearchParameter", json=birthplace_param())
@@ -37,7 +37,7 @@ def test_custom_parameter_lifecycle(tmp_path):
         assert resp.status_code == 400 and "SearchParameter.expression" in str(resp.json())
         srv.stop()
         srv = start_server(tmp_path)            # same database: definitions survive a restart
-        c = httpx.Client(base_url=srv.base)
+        c = httpx.Client(base_url=srv.base, headers=srv.auth)
         assert ids("Tromsø") == [before]
         sp_id = sp.json()["id"]
         assert c.put(f"/SearchParameter/{sp_id}", json=dict(birthplace_param("retired"), id=sp_id)).status_code == 200
@@ -51,7 +51,7 @@ def test_stale_index_is_rebuilt_on_start(tmp_path):
     import sqlite3
     srv = start_server(tmp_path)
     try:
-        c = httpx.Client(base_url=srv.base)
+        c = httpx.Client(base_url=srv.base, headers=srv.auth)
         pid = c.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Haugen"}]}).json()["id"]
     finally:
         srv.stop()
@@ -62,7 +62,7 @@ def test_stale_index_is_rebuilt_on_start(tmp_path):
     db.close()
     srv = start_server(tmp_path)
     try:
-        found = httpx.get(f"{srv.base}/Patient", params={"family": "haugen"}).json()
+        found = httpx.get(f"{srv.base}/Patient", params={"family": "haugen"}, headers=srv.auth).json()
         assert [e["resource"]["id"] for e in found["entry"]] == [pid]
     finally:
         srv.stop()

@@ -26,12 +26,15 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fhirpy(server):
-    return SyncFHIRClient(server.base, extra_headers={"Accept": "application/fhir+json"})
+    return SyncFHIRClient(server.base, authorization=server.auth["Authorization"],
+                          extra_headers={"Accept": "application/fhir+json"})
 
 
 @pytest.fixture(scope="module")
 def smart(server):
-    return smart_client.FHIRClient(settings={"app_id": "enjournal-tests", "api_base": server.base + "/"})
+    client = smart_client.FHIRClient(settings={"app_id": "enjournal-tests", "api_base": server.base + "/"})
+    client.server.session.headers.update(server.auth)     # a system token from the built-in provider
+    return client
 
 
 # ---- fhirpy -----------------------------------------------------------------------------------

@@ -193,7 +193,7 @@ def test_oversize_body_is_413(tmp_path):
     from tests.conftest import start_server
     srv = start_server(tmp_path, max_body_bytes=1000)
     try:
-        resp = httpx.post(f"{srv.base}/Patient", json=patient(text={"status": "generated",
+        resp = httpx.post(f"{srv.base}/Patient", headers=srv.auth, json=patient(text={"status": "generated",
                                                                       "div": "<div>" + "x" * 5000 + "</div>"}))
         assert resp.status_code == 413
         assert outcome_of(resp)

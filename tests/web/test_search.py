@@ -150,7 +150,7 @@ def server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("search"))
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in RESOURCES]}
-    resp = httpx.post(srv.base + "/", json=bundle, timeout=60)
+    resp = httpx.post(srv.base + "/", json=bundle, timeout=60, headers=srv.auth)
     assert resp.status_code == 200, resp.text
     yield srv
     srv.stop()
@@ -641,7 +641,7 @@ def _all_pages(client, url: str) -> list[str]:
 def paging(tmp_path_factory):
     """A server of its own, so creating resources between pages disturbs no other test."""
     srv = start_server(tmp_path_factory.mktemp("paging"))
-    with httpx.Client(base_url=srv.base, timeout=60) as c:
+    with httpx.Client(base_url=srv.base, timeout=60, headers=srv.auth) as c:
         entries = [{"resource": {"resourceType": "Patient", "name": [{"family": "Sidevis", "given": [f"P{i:02d}"]}],
                                  "birthDate": f"19{50 + i % 7}-01-01" if i % 5 else None},
                     "request": {"method": "POST", "url": "Patient"}} for i in range(23)]

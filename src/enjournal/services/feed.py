@@ -3,12 +3,16 @@
 A consumer names itself; its position is stored in the database in the same transaction
 as whatever the handler writes, so a crash between the two is impossible: after a
 restart it resumes at the first entry whose effects were not committed.
+
+A consumer is a system actor of the platform: its reads and writes go through the guarded
+repository under a system context named after it, so they are audited like any other.
 """
 from __future__ import annotations
 
 import threading
 from typing import Any, Callable
 
+from ..access.context import current, system_context, use
 from ..store import FeedEntry
 
 Handler = Callable[[Any, list[FeedEntry]], None]   # (unit of work, entries) -> None
@@ -27,6 +31,12 @@ class FeedConsumer:
 
     def step(self) -> int:
         """Hand the next batch of entries to the handler; returns how many were handled."""
+        if current() is None:
+            with use(system_context(f"feed consumer {self.name}")):
+                return self._step()
+        return self._step()
+
+    def _step(self) -> int:
         if not self.repo.feed(self.position(), 1):
             return 0         # cheap check without taking the write lock
         with self.repo.unit() as unit:

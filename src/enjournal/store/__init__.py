@@ -4,6 +4,7 @@ Only ``app.py`` and ``cli.py`` pick an implementation (``open_repository``).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
@@ -19,6 +20,7 @@ class Stored:
     body: bytes | None
     seq: int = 0            # position in the change feed (commit order)
     method: str = ""        # POST | PUT | PATCH | DELETE
+    patient: str | None = None  # the Patient it belongs to: its id, '*' for several, None for none
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,43 @@ class FeedEntry:
     method: str
     updated: int
     tx: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One record of the hash-chained audit log (``access/audit.py``, docs/audit.md).
+    ``body`` is an AuditEvent's JSON; ``hash = audit_hash(prev, seq, body)``."""
+    seq: int
+    recorded: int           # epoch ms
+    patient: str | None     # the Patient id the record concerns (the citizen's access log)
+    emergency: bool         # emergency access, for review
+    body: bytes
+    prev: bytes             # the previous row's hash (GENESIS for the first)
+    hash: bytes
+
+
+# A new audit row before it is appended: (recorded ms, patient, emergency, AuditEvent JSON).
+NewAuditRow = tuple[int, "str | None", bool, bytes]
+
+AUDIT_HEAD = "audit.head"       # setting: "<seq>:<hash hex>" of the newest audit row
+GENESIS = bytes(32)             # ``prev`` of the first audit row
+
+
+def audit_hash(prev: bytes, seq: int, body: bytes) -> bytes:
+    """The chain hash of one audit row: sha256(prev || seq as 8-byte big-endian || body)."""
+    return hashlib.sha256(prev + seq.to_bytes(8, "big") + body).digest()
+
+
+def parse_head(text: str | None) -> tuple[int, bytes] | None:
+    """``(seq, hash)`` from an ``AUDIT_HEAD`` setting value ("<seq>:<hex>"); None when absent
+    or malformed."""
+    if not text:
+        return None
+    seq, _, digest = text.partition(":")
+    try:
+        return int(seq), bytes.fromhex(digest)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -57,6 +96,8 @@ class UnitOfWork(Protocol):
     def bodies_of_type(self, type: str) -> list[bytes]: ...
     def reindex(self, types: tuple | None) -> int: ...
     def on_rollback(self, hook: Callable[[], None]) -> None: ...
+    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]: ...
+    def add_grant(self, patient: str, hpr: str, until_ms: int, reason: str, created_ms: int) -> None: ...
 
 
 class Repository(Protocol):
@@ -83,6 +124,17 @@ class Repository(Protocol):
     def get_setting(self, name: str) -> str | None: ...
     def is_empty(self) -> bool: ...
     def type_counts(self) -> dict[str, int]: ...
+    # the audit log (access/audit.py): appended in its own write transaction, read for
+    # verification, the citizen's access log and privacy officers' searches
+    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]: ...
+    def audit_rows(self, after_seq: int, limit: int) -> list[AuditRow]: ...
+    def audit_get(self, seq: int) -> AuditRow | None: ...
+    def audit_for_patient(self, patient: str, count: int, offset: int = 0,
+                          since: int | None = None) -> list[AuditRow]: ...
+    def audit_search(self, patient: str | None = None, agent: str | None = None, since: int | None = None,
+                     until: int | None = None, emergency: bool | None = None, count: int = 100,
+                     offset: int = 0) -> list[AuditRow]: ...
+    def grants(self, patient: str) -> list[tuple[str, int, str]]: ...
     def close(self) -> None: ...
 
 

@@ -56,6 +56,19 @@ def capability_builder(registry: Any, settings: Any):
                                  ":missing; reference :[type] :identifier :missing and chains; uri :above :below; "
                                  "all prefixes eq ne gt lt ge le sa eb ap. Not supported: token :in :not-in "
                                  ":above :below (no terminology service), _text, _content, _filter, _list, near.",
+                "security": {
+                    "cors": False,
+                    "service": [{"coding": [{
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer tokens (SMART App Launch v2)"}],
+                    "extension": [{
+                        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                        "extension": [{"url": "authorize", "valueUri": f"{base}/oidc/authorize"},
+                                      {"url": "token", "valueUri": f"{base}/oidc/token"}]}],
+                    "description": "Every request for data needs a bearer token (JWT) from a trusted OpenID "
+                                   "issuer; health personnel attest purpose of use and patient per request "
+                                   "(X-Purpose-Of-Use, X-Patient). See /.well-known/smart-configuration.",
+                },
                 "resource": resources,
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"},
                                 {"code": "search-system"}],

@@ -19,13 +19,14 @@ from typing import Any, Callable, Iterator
 from ... import errors
 from ...fhir import dates, jsonio
 from ...fhir import query as q
-from .. import FeedEntry, Page, Stored, iter_chunks
+from .. import (AUDIT_HEAD, GENESIS, AuditRow, FeedEntry, NewAuditRow, Page, Stored, audit_hash,
+                 iter_chunks, parse_head)
 from .rows import INSERT_SQL, add_rows, param_key, patient_of
 from .schema import INDEX_FORMAT, INDEX_TABLES, migrate
 from .search import SqlBuilder
 
 _COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
-_READ_SQL = ("SELECT r.version, r.updated, r.deleted, h.body, r.seq FROM res r JOIN hist h ON h.seq = r.seq "
+_READ_SQL = ("SELECT r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r JOIN hist h ON h.seq = r.seq "
              "WHERE r.type = ? AND r.id = ?")
 
 
@@ -105,12 +106,12 @@ class SqliteRepository:
 
     def vread(self, type: str, id: str, version: int) -> Stored | None:
         row = self._reader().execute(
-            "SELECT h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method FROM res r "
+            "SELECT h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method, r.pat FROM res r "
             "JOIN hist h ON h.rk = r.rk AND h.version = ? WHERE r.type = ? AND r.id = ?",
             (version, type, id)).fetchone()
         if row is None:
             return None
-        return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], row[5])
+        return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
     def search(self, query: q.SearchQuery) -> Page:
         return _search(self._reader(), self.pid_of, self.clock(), query)
@@ -121,6 +122,16 @@ class SqliteRepository:
     def includes(self, keys: list, includes: list) -> list:
         """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
         return _includes(self._reader(), self.pid_of, keys, includes)
+
+    def patients_of(self, keys: list) -> dict[int, tuple[str, str | None]]:
+        """key -> (type, patient) for the current resources among ``keys``."""
+        out: dict[int, tuple[str, str | None]] = {}
+        conn = self._reader()
+        for chunk in iter_chunks(keys, 500):
+            rows = conn.execute(f"SELECT rk, type, pat FROM res WHERE deleted = 0 AND rk IN "
+                                f"({','.join('?' * len(chunk))})", chunk)
+            out.update((rk, (t, p)) for rk, t, p in rows)
+        return out
 
     def key_of(self, type: str, id: str) -> int | None:
         row = self._reader().execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
@@ -188,10 +199,10 @@ class SqliteRepository:
         conn = self._reader()
         total = conn.execute(f"SELECT COUNT(*) FROM hist h JOIN res r ON r.rk = h.rk{where}", args).fetchone()[0]
         rows = conn.execute(
-            f"SELECT r.type, r.id, h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method "
+            f"SELECT r.type, r.id, h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method, r.pat "
             f"FROM hist h JOIN res r ON r.rk = h.rk{where} ORDER BY h.seq DESC LIMIT ? OFFSET ?",
             args + [count, offset]).fetchall()
-        return [Stored(t, i, v, u, bool(d), b, s, m) for t, i, v, u, d, b, s, m in rows], total
+        return [Stored(t, i, v, u, bool(d), b, s, m, p) for t, i, v, u, d, b, s, m, p in rows], total
 
     def feed(self, after: int, limit: int) -> list[FeedEntry]:
         return _feed(self._reader(), after, limit)
@@ -234,6 +245,76 @@ class SqliteRepository:
                     hook()
                 raise
             self._last_updated = max(self._last_updated, unit.last_updated)
+
+    # -- audit log and emergency grants (access/audit.py, access/guard.py) ------------------
+
+    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]:
+        """Append audit rows in a transaction of their own, chained after the current head
+        (read inside the transaction, so the chain stays linear across threads and
+        processes); returns the new head (seq, hash). Must not be called from inside a unit."""
+        if not rows:
+            return parse_head(self.get_setting(AUDIT_HEAD)) or (0, GENESIS)
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                head = _append_audit(conn, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return head
+
+    def audit_rows(self, after_seq: int, limit: int) -> list[AuditRow]:
+        """Audit rows with seq > ``after_seq`` in seq order, at most ``limit``."""
+        return [AuditRow(*_audit_row(r)) for r in self._reader().execute(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))]
+
+    def audit_get(self, seq: int) -> AuditRow | None:
+        row = self._reader().execute(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
+        return AuditRow(*_audit_row(row)) if row else None
+
+    def audit_for_patient(self, patient: str, count: int, offset: int = 0,
+                          since: int | None = None) -> list[AuditRow]:
+        """The audit rows concerning ``patient``, newest first (the citizen's access log)."""
+        return self.audit_search(patient=patient, since=since, count=count, offset=offset)
+
+    def audit_search(self, patient: str | None = None, agent: str | None = None, since: int | None = None,
+                     until: int | None = None, emergency: bool | None = None, count: int = 100,
+                     offset: int = 0) -> list[AuditRow]:
+        """Audit rows newest first, filtered by patient, agent (an HPR number, organisation
+        number, client id or ``Patient/<id>`` of any agent), recorded time [since, until]
+        (epoch ms) and emergency flag. Filtering by agent reads the event bodies."""
+        conds, args = [], []
+        if patient is not None:
+            conds.append("patient = ?")
+            args.append(patient)
+        if since is not None:
+            conds.append("recorded >= ?")
+            args.append(since)
+        if until is not None:
+            conds.append("recorded <= ?")
+            args.append(until)
+        if emergency is not None:
+            conds.append("emergency = ?")
+            args.append(1 if emergency else 0)
+        if agent is not None:
+            conds.append("EXISTS (SELECT 1 FROM json_each(CAST(body AS TEXT), '$.agent') a WHERE "
+                         "json_extract(a.value, '$.who.identifier.value') = ? OR "
+                         "json_extract(a.value, '$.who.reference') = ? OR json_extract(a.value, '$.altId') = ?)")
+            args.extend([agent, agent, agent])
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        rows = self._reader().execute(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            args + [count, offset])
+        return [AuditRow(*_audit_row(r)) for r in rows]
+
+    def grants(self, patient: str) -> list[tuple[str, int, str]]:
+        """The emergency-access grants recorded for ``patient``: (hpr, until epoch ms, reason),
+        expired ones included (the policy tells the two apart), oldest first."""
+        return self._reader().execute(
+            "SELECT hpr, until, reason FROM access_grant WHERE patient = ? ORDER BY until, rowid",
+            (patient,)).fetchall()
 
     def _pid_for_write(self, conn: sqlite3.Connection, url: str, unit: "SqliteUnit") -> int:
         pid = self._pids.get(url)
@@ -285,7 +366,7 @@ class SqliteUnit:
         """Rebuild the search index of every current resource of ``types`` (None: all)."""
         self.flush()
         self._param_urls.clear()
-        sql = "SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.deleted = 0"
+        sql = "SELECT r.rk, r.type, r.id, h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.deleted = 0"
         args: list = []
         if types is not None:
             if not types:
@@ -293,10 +374,12 @@ class SqliteUnit:
             sql += f" AND r.type IN ({','.join('?' * len(types))})"
             args.extend(types)
         count = 0
-        for rk, type_, body in self.conn.execute(sql, args).fetchall():
+        for rk, type_, id_, body in self.conn.execute(sql, args).fetchall():
             for table in INDEX_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
-            self._index(rk, type_, jsonio.loads(body))
+            values = self.repo.registry.extract(jsonio.loads(body))
+            self.conn.execute("UPDATE res SET pat = ? WHERE rk = ?", (_patient(type_, id_, values), rk))
+            self._index(rk, type_, None, values)
             self._pending_rks.add(rk)
             count += 1
             if len(self.pending["ix_tok"]) > 50_000:
@@ -365,10 +448,13 @@ class SqliteUnit:
             body = jsonio.dumps(resource)
         seq = self.next_seq
         self.next_seq += 1
+        if resource is not None and values is None:
+            values = self.repo.registry.extract(resource)
+        patient = _patient(type, id, values) if resource is not None else None
         if row is None:
             rk = self.next_rk
             self.next_rk += 1
-            self.pending["res"].append((rk, type, id, version, seq, updated, deleted))
+            self.pending["res"].append((rk, type, id, version, seq, updated, deleted, patient))
         else:
             rk = row[0]
             if rk in self._pending_rks:
@@ -376,16 +462,20 @@ class SqliteUnit:
             if not row[2]:
                 for table in INDEX_TABLES:
                     conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
-            conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = ? WHERE rk = ?",
-                         (version, seq, updated, deleted, rk))
+            if deleted:      # a deleted resource keeps its patient: its history stays theirs
+                conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 1 WHERE rk = ?",
+                             (version, seq, updated, rk))
+            else:
+                conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 0, pat = ? WHERE rk = ?",
+                             (version, seq, updated, patient, rk))
         self.pending["hist"].append((seq, rk, version, updated, method, self.tx, body))
         self._pending_rks.add(rk)
         self.state[key] = (rk, version, deleted)
         if resource is not None:
             self._index(rk, type, resource, values)
-        return Stored(type, id, version, updated, deleted, body, seq, method)
+        return Stored(type, id, version, updated, deleted, body, seq, method, patient)
 
-    def _index(self, rk: int, type: str, resource: dict, values: list | None = None) -> None:
+    def _index(self, rk: int, type: str, resource: dict | None, values: list | None = None) -> None:
         registry = self.repo.registry
         urls = self._param_urls
         pending = self.pending
@@ -428,14 +518,72 @@ class SqliteUnit:
         self.conn.execute("INSERT INTO cursor (name, seq) VALUES (?, ?) "
                           "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
 
+    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]:
+        """Append audit rows inside this unit: they commit (or roll back) with its writes."""
+        if not rows:
+            return parse_head(_setting(self.conn, AUDIT_HEAD)) or (0, GENESIS)
+        return _append_audit(self.conn, rows)
+
+    def add_grant(self, patient: str, hpr: str, until_ms: int, reason: str, created_ms: int) -> None:
+        """Record emergency access for health person ``hpr`` to ``patient`` until ``until_ms``."""
+        if not patient or not hpr:
+            raise errors.Invalid("an emergency-access grant needs a patient and an HPR number")
+        self.conn.execute("INSERT INTO access_grant (patient, hpr, until, reason, created) VALUES (?, ?, ?, ?, ?)",
+                          (patient, hpr, until_ms, reason or "", created_ms))
+
 
 # -- shared query helpers (used by the repository and by units) ----------------------------
+
+_AUDIT_COLUMNS = "seq, recorded, patient, emergency, body, prev, hash"
+_AUDIT_CHUNK = 200     # rows per INSERT statement (7 parameters each)
+
+
+def _audit_row(row: tuple) -> tuple:
+    seq, recorded, patient, emergency, body, prev, hash_ = row
+    return seq, recorded, patient, bool(emergency), bytes(body), bytes(prev), bytes(hash_)
+
+
+def _setting(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def _append_audit(conn: sqlite3.Connection, rows: list[NewAuditRow]) -> tuple[int, bytes]:
+    """Chain ``rows`` after the head and insert them; the caller holds the write lock in a
+    transaction. The head setting is the chain's end, so rows deleted at the end leave a gap
+    that verification finds; seq stays above any row present (a forged row blocks nothing)."""
+    head = parse_head(_setting(conn, AUDIT_HEAD))
+    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    if head is None:
+        head = (last[0], bytes(last[1])) if last else (0, GENESIS)
+    seq, prev = head
+    if last is not None and last[0] > seq:
+        seq = last[0]
+    out = []
+    for recorded, patient, emergency, body in rows:
+        seq += 1
+        digest = audit_hash(prev, seq, body)
+        out.append((seq, recorded, patient, 1 if emergency else 0, body, prev, digest))
+        prev = digest
+    # many rows per statement: one sqlite3_step (which runs without the GIL) inserts a
+    # chunk, so the audit thread does not contend with request threads for the GIL per row
+    for chunk in iter_chunks(out, _AUDIT_CHUNK):
+        conn.execute("INSERT INTO audit (seq, recorded, patient, emergency, body, prev, hash) VALUES "
+                     + ",".join(("(?,?,?,?,?,?,?)",) * len(chunk)), [v for row in chunk for v in row])
+    conn.execute("INSERT INTO setting (name, value) VALUES (?, ?) "
+                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (AUDIT_HEAD, f"{seq}:{prev.hex()}"))
+    return seq, prev
+
+def _patient(type: str, id: str, values: list) -> str | None:
+    """The patient a resource belongs to (``res.pat``): a Patient itself, else ``patient_of``."""
+    return id if type == "Patient" else patient_of(values)
+
 
 def _read(conn: sqlite3.Connection, type: str, id: str) -> Stored | None:
     row = conn.execute(_READ_SQL, (type, id)).fetchone()
     if row is None:
         return None
-    return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4])
+    return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], patient=row[5])
 
 
 def _bodies_of_type(conn: sqlite3.Connection, type: str) -> list[bytes]:
@@ -479,10 +627,10 @@ def _load(conn: sqlite3.Connection, keys: list) -> list[Stored]:
     found: dict[int, Stored] = {}
     for chunk in iter_chunks(keys, 500):
         rows = conn.execute(
-            f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq FROM res r "
+            f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r "
             f"JOIN hist h ON h.seq = r.seq WHERE r.rk IN ({','.join('?' * len(chunk))})", chunk)
-        for rk, t, i, v, u, d, b, s in rows:
-            found[rk] = Stored(t, i, v, u, bool(d), b, s)
+        for rk, t, i, v, u, d, b, s, p in rows:
+            found[rk] = Stored(t, i, v, u, bool(d), b, s, patient=p)
     return [found[k] for k in keys if k in found]
 
 

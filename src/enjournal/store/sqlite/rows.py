@@ -5,7 +5,7 @@ from ...fhir.index_values import (Composite, DateRange, IdentifierOfType, Number
                                   String, Token, Uri)
 
 INSERT_SQL = {
-    "res": "INSERT INTO res (rk, type, id, version, seq, updated, deleted) VALUES (?,?,?,?,?,?,?)",
+    "res": "INSERT INTO res (rk, type, id, version, seq, updated, deleted, pat) VALUES (?,?,?,?,?,?,?,?)",
     "hist": "INSERT INTO hist (seq, rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?,?)",
     "ix_str": "INSERT INTO ix_str (pid, norm, exact, rk) VALUES (?,?,?,?)",
     "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk, cp) VALUES (?,?,?,?,?,?)",

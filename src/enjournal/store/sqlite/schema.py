@@ -102,12 +102,38 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE ix_comp ADD COLUMN c_lo REAL;
     ALTER TABLE ix_comp ADD COLUMN c_hi REAL;
     """,
+    # 6: access control and audit. ``res.pat`` is the patient a resource belongs to (its own
+    #    id for a Patient, '*' for several, NULL for none), so the access policy needs no
+    #    extraction per read; ``audit`` is the hash-chained AuditEvent log (access/audit.py);
+    #    ``access_grant`` holds emergency access in force (access/guard.py)
+    """
+    ALTER TABLE res ADD COLUMN pat TEXT;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        recorded INTEGER NOT NULL,
+        patient TEXT,
+        emergency INTEGER NOT NULL DEFAULT 0,
+        body BLOB NOT NULL,
+        prev BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE INDEX audit_patient ON audit(patient, seq) WHERE patient IS NOT NULL;
+    CREATE INDEX audit_emergency ON audit(seq) WHERE emergency = 1;
+    CREATE TABLE access_grant (
+        patient TEXT NOT NULL,
+        hpr TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE INDEX access_grant_patient ON access_grant(patient, until);
+    """,
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
 # existing database reindex once on start (2: parameter ids per resource type; 3: patient on
-# token rows; 4: three-component composites).
-INDEX_FORMAT = 4
+# token rows; 4: three-component composites; 5: the patient of each resource in res.pat).
+INDEX_FORMAT = 5
 
 INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
 

@@ -1,0 +1,468 @@
+"""The guarded repository: the one door services use to reach patient data.
+
+It implements the Repository protocol (``store/__init__.py``) over the real store and, for
+every read, search, history and write, asks ``policy.decide`` on behalf of the current
+request's subject (``context.current()``), then carries out the decision:
+
+- reads of data the subject may not see answer as if it did not exist (404, no leak of
+  existence) unless the subject is bound to that patient and only a rule stands in the way
+  (403 with the rule);
+- searches are rewritten so that every hop (the searched type, chains, ``_has``) stays
+  inside the bound patient's compartment; included resources are filtered;
+- writes are checked for the resource's patient before and after the change;
+- everything touched is noted in the request's ``AccessContext`` for the audit record, and a
+  write's audit record is appended in the write's own transaction.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+
+from .. import errors
+from ..fhir import jsonio
+from ..fhir import query as fq
+from ..fhir.compartments import compartment_params, compartment_types
+from ..fhir.index_values import Reference
+from ..store import Page, Stored
+from . import scopes as sc
+from .context import AccessContext, Touched, current
+from .facts import FactsLoader
+from .policy import Action, Decision, decide, grant_until
+from .principal import CITIZEN, SYSTEM
+
+PATIENT_TYPES = frozenset(compartment_types("Patient")) | {"Patient"}
+ACCESS_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})   # writes change access facts
+_ACTION_LETTER = {"create": "C", "update": "U", "patch": "U", "delete": "D"}
+_ADDRESS_PARAMS = ("address", "address-city", "address-country", "address-postalcode", "address-state",
+                   "address-use")
+
+
+class Guard:
+    """Policy enforcement shared by the guarded repository and its units."""
+
+    def __init__(self, store: Any, facts: FactsLoader, audit: Any = None,
+                 clock: Callable[[], datetime] | None = None, emergency_minutes: int = 240):
+        self.store = store
+        self.facts = facts
+        self.audit = audit
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.emergency_minutes = emergency_minutes
+
+    @property
+    def registry(self) -> Any:
+        return self.store.registry      # replaced when custom SearchParameters change
+
+    # -- the request --------------------------------------------------------------------
+
+    def ctx(self) -> AccessContext:
+        ctx = current()
+        if ctx is None or ctx.subject is None:
+            raise errors.Unauthorized("authentication required: send a bearer token",
+                                      headers={"WWW-Authenticate": 'Bearer realm="enjournal"'})
+        return ctx
+
+    @staticmethod
+    def is_system(ctx: AccessContext) -> bool:
+        return ctx.subject.principal.kind == SYSTEM
+
+    def system_scope(self, ctx: AccessContext, interaction: str, type: str | None, hide: bool = False) -> bool:
+        """A system's scopes must grant the interaction on ``type`` (None: every type);
+        raises Forbidden when not (or returns False with ``hide``)."""
+        letter = sc.LETTER.get(interaction, "r")
+        if sc.allows(ctx.subject.principal.scopes, type or "*", letter, ("system",)):
+            return True
+        if hide:
+            return False
+        decision = Decision(False, f"the token's scopes do not grant '{letter}' on {type or 'every type'}")
+        if ctx.denied is None:
+            ctx.denied = decision
+        raise self.refuse(decision)
+
+    def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None) -> Decision:
+        """``decide`` for one action on data of ``patient`` (None: of no patient)."""
+        facts = None
+        if patient is not None:
+            generation = getattr(ctx, "_generation", None)
+            if generation is None:
+                generation = ctx._generation = self.facts.generation()    # once per request
+            facts = self.facts.facts(patient, generation)
+            if facts is None and not self.is_system(ctx):
+                return Decision(False, "not found", status=404)
+        action = Action(interaction, type, type in PATIENT_TYPES)
+        decision = decide(ctx.subject, action, facts, self.clock())
+        if decision.allow:
+            if decision.emergency:
+                ctx.emergency = True
+            if decision.start_grant and facts is not None:
+                self._open_grant(ctx, facts.id)
+            if patient is not None and (ctx.basis is None or decision.emergency):
+                ctx.basis = decision
+        elif ctx.denied is None:
+            ctx.denied = decision
+        return decision
+
+    def _open_grant(self, ctx: AccessContext, patient: str) -> None:
+        """Record emergency access for this health person and patient (once per request)."""
+        if getattr(ctx, "_granted", False):
+            return
+        ctx._granted = True
+        who, att = ctx.subject.principal, ctx.subject.attestation
+        now = self.clock()
+        with self.store.unit() as unit:
+            unit.add_grant(patient, who.hpr, grant_until(now, self.emergency_minutes), att.reason or "",
+                           int(now.timestamp() * 1000))
+            bump_generation(unit)
+
+    @staticmethod
+    def refuse(decision: Decision) -> errors.FhirError:
+        if decision.status == 404:
+            return errors.NotFound("not found")
+        return errors.Forbidden(f"access denied: {decision.reason}")
+
+    # -- resources going out ----------------------------------------------------------------
+
+    def check(self, ctx: AccessContext, stored: Stored | None, interaction: str, hide_only: bool = False,
+              ) -> Stored | None:
+        """``stored`` as the subject may see it: None when hidden; raises Forbidden when a
+        rule of the subject's own patient forbids it (unless ``hide_only``)."""
+        if stored is None:
+            return None
+        if self.is_system(ctx):
+            if not self.system_scope(ctx, interaction, stored.type, hide=hide_only):
+                return None
+            self._touch(ctx, stored, "R")
+            return stored
+        patient = self.patient_for(ctx, stored)
+        decision = self.decision(ctx, interaction, stored.type, patient)
+        if not decision.allow:
+            if decision.status == 404 or hide_only:
+                return None
+            raise self.refuse(decision)
+        self._touch(ctx, stored, "R")
+        return redact(stored, decision.redact)
+
+    def patient_for(self, ctx: AccessContext, stored: Stored) -> str | None:
+        """The patient whose data ``stored`` is, for this subject: for a resource of several
+        patients, the subject's own patient when it is one of them."""
+        if stored.patient != "*":
+            return stored.patient
+        patients = self.patients_in(stored.type, jsonio.loads(stored.body)) if stored.body else set()
+        bound = ctx.subject.patient_id
+        if bound in patients:
+            return bound
+        return min(patients) if patients else None
+
+    def patients_in(self, rtype: str, resource: dict) -> set[str]:
+        if rtype == "Patient":
+            return {resource.get("id")}
+        return {v.id for _c, v in self.registry.extract(resource)
+                if type(v) is Reference and v.type == "Patient" and v.url is None and v.id}
+
+    @staticmethod
+    def _touch(ctx: AccessContext, stored: Stored, action: str) -> None:
+        ctx.touched.append(Touched(stored.type, stored.id, stored.version, stored.patient, action))
+
+    # -- searches -------------------------------------------------------------------------
+
+    def scope(self, ctx: AccessContext, query: fq.SearchQuery) -> fq.SearchQuery:
+        """``query`` limited to what the subject may search: the bound patient's compartment
+        in every hop. Raises Forbidden when the search cannot be limited."""
+        text = "&".join(f"{k}={v}" for k, v in query.echo)
+        ctx.touched.append(Touched(query.resource_type or "*", None, None, ctx.subject.patient_id, "R", text or "(all)"))
+        if self.is_system(ctx):
+            for type_ in (query.types or (query.resource_type,)):
+                self.system_scope(ctx, "search", type_)
+            return query
+        if query.resource_type is None:
+            raise errors.Forbidden("a search across all resource types needs system access: search one type")
+        patient = ctx.subject.patient_id
+        if query.resource_type in PATIENT_TYPES:
+            if patient is None:
+                raise errors.Forbidden(self._unbound(ctx))
+            decision = self.decision(ctx, "search", query.resource_type, patient)
+            if not decision.allow:
+                if decision.status != 404:
+                    raise self.refuse(decision)
+                # a patient that does not exist, or one the subject may not know of: nothing
+                return dataclasses.replace(query, clauses=list(query.clauses) + [fq.IdIn(())])
+            facts = self.facts.facts(patient, getattr(ctx, "_generation", None))
+            if facts is not None and facts.shielded and _uses_address(query.clauses):
+                raise errors.Forbidden("access denied: the patient's address is protected and cannot be searched")
+        else:
+            decision = self.decision(ctx, "search", query.resource_type, None)
+            if not decision.allow:
+                raise self.refuse(decision)
+        clauses = [self._limit(ctx, c, query.resource_type, patient) for c in query.clauses]
+        if query.resource_type in PATIENT_TYPES:
+            clauses.append(compartment_clause(self.registry, query.resource_type, patient))
+        return dataclasses.replace(query, clauses=clauses)
+
+    def _unbound(self, ctx: AccessContext) -> str:
+        if ctx.subject.principal.kind == CITIZEN:
+            return "access denied: no patient record is linked to your identity or the person you act for"
+        return ("access denied: health personnel must attest the patient (X-Patient header or patient claim) "
+                "and the purpose of use (X-Purpose-Of-Use) to reach patient data")
+
+    def _limit(self, ctx: AccessContext, clause: Any, type: str | None, patient: str | None) -> Any:
+        """Every hop into patient data (chains, ``_has``) gets the compartment restriction."""
+        if isinstance(clause, fq.Chain):
+            inner = self._limit(ctx, clause.inner, clause.target_type, patient)
+            if clause.target_type in PATIENT_TYPES:
+                inner = fq.AllOf((inner, self._hop(ctx, clause.target_type, patient)))
+            return dataclasses.replace(clause, inner=inner)
+        if isinstance(clause, fq.Has):
+            inner = self._limit(ctx, clause.inner, clause.source_type, patient)
+            if clause.source_type in PATIENT_TYPES:
+                inner = fq.AllOf((inner, self._hop(ctx, clause.source_type, patient)))
+            return dataclasses.replace(clause, inner=inner)
+        if isinstance(clause, (fq.AnyOf, fq.AllOf)):
+            return dataclasses.replace(clause, clauses=tuple(self._limit(ctx, c, type, patient)
+                                                             for c in clause.clauses))
+        return clause
+
+    def _hop(self, ctx: AccessContext, type: str, patient: str | None) -> Any:
+        if patient is None:
+            raise errors.Forbidden(self._unbound(ctx))
+        decision = self.decision(ctx, "search", type, patient)
+        if not decision.allow:
+            if decision.status != 404:
+                raise self.refuse(decision)
+            return fq.IdIn(())
+        return compartment_clause(self.registry, type, patient)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def check_write(self, ctx: AccessContext, unit: Any, type: str, id: str, resource: dict | None,
+                    values: list | None) -> str:
+        """Raise unless the subject may write ``type/id`` (``resource`` None: delete); returns
+        the interaction (create, update or delete)."""
+        old = unit.read(type, id)
+        exists = old is not None and not old.deleted
+        interaction = "delete" if resource is None else ("update" if exists else "create")
+        if self.is_system(ctx):
+            self.system_scope(ctx, interaction, type)
+            return interaction
+        patients: set = set()
+        if exists:
+            patients |= self.patients_in(type, jsonio.loads(old.body)) if old.patient == "*" else {old.patient}
+        if resource is not None:
+            if type == "Patient":
+                patients.add(id)
+            else:
+                patients |= {v.id for _c, v in values
+                             if isinstance(v, Reference) and v.type == "Patient" and v.url is None and v.id} or {None}
+        for patient in patients:
+            decision = self.decision(ctx, interaction, type, patient)
+            if not decision.allow:
+                if decision.status == 404:
+                    raise errors.Forbidden(f"access denied: you may not write {type} for that patient")
+                raise self.refuse(decision)
+        return interaction
+
+
+def compartment_clause(registry: Any, type: str, patient: str) -> Any:
+    """``type`` resources in Patient/``patient``'s compartment."""
+    if type == "Patient":
+        return fq.IdIn((patient,))
+    clauses = []
+    for code in compartment_params("Patient", type):
+        param = registry.get(type, code)
+        if param is not None and param.type == "reference":
+            clauses.append(fq.Leaf(type, param, None, (fq.RefQ("Patient", patient),)))
+    return fq.AnyOf(tuple(clauses)) if clauses else fq.IdIn(())
+
+
+def _uses_address(clauses: Any) -> bool:
+    for clause in clauses:
+        if isinstance(clause, (fq.Leaf, fq.Missing)) and clause.param.code in _ADDRESS_PARAMS:
+            return True
+        if isinstance(clause, (fq.AnyOf, fq.AllOf)) and _uses_address(clause.clauses):
+            return True
+        if isinstance(clause, (fq.Chain, fq.Has)) and _uses_address((clause.inner,)):
+            return True
+    return False
+
+
+def redact(stored: Stored, elements: tuple) -> Stored:
+    """``stored`` without the protected elements (a shielded person's address)."""
+    if not elements or stored.body is None or stored.type not in ("Patient", "RelatedPerson", "Person"):
+        return stored
+    resource = jsonio.loads(stored.body)
+    changed = False
+    for element in elements:
+        if element in resource:
+            del resource[element]
+            changed = True
+        for contact in resource.get("contact", []) if isinstance(resource.get("contact"), list) else []:
+            if isinstance(contact, dict) and element in contact:
+                del contact[element]
+                changed = True
+    if not changed:
+        return stored
+    meta = resource.setdefault("meta", {})
+    labels = meta.setdefault("security", [])
+    labels.append({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED",
+                   "display": "redacted"})
+    return dataclasses.replace(stored, body=jsonio.dumps(resource))
+
+
+def bump_generation(unit: Any) -> None:
+    """Tell every process that access facts changed (their caches reload)."""
+    unit.set_setting(FactsLoader.GENERATION, uuid.uuid4().hex)
+
+
+class GuardedRepository:
+    """The Repository protocol with every patient-data access checked and noted."""
+
+    def __init__(self, store: Any, guard: Guard):
+        self.store = store
+        self.guard = guard
+        self.index_format = store.index_format
+
+    @property
+    def registry(self) -> Any:
+        return self.store.registry
+
+    @registry.setter
+    def registry(self, value: Any) -> None:
+        self.store.registry = value
+
+    def __getattr__(self, name: str) -> Any:
+        # structural lookups that return no patient data (ids, keys, settings, feed positions)
+        if name in _PASS_THROUGH:
+            return getattr(self.store, name)
+        raise AttributeError(name)
+
+    def read(self, type: str, id: str) -> Stored | None:
+        return self.guard.check(self.guard.ctx(), self.store.read(type, id), "read")
+
+    def vread(self, type: str, id: str, version: int) -> Stored | None:
+        return self.guard.check(self.guard.ctx(), self.store.vread(type, id, version), "vread")
+
+    def search(self, query: Any) -> Page:
+        return self.store.search(self.guard.scope(self.guard.ctx(), query))
+
+    def load(self, keys: list) -> list[Stored]:
+        ctx = self.guard.ctx()
+        out = []
+        for stored in self.store.load(keys):
+            seen = self.guard.check(ctx, stored, "search", hide_only=True)
+            if seen is not None:
+                out.append(seen)
+        return out
+
+    def includes(self, keys: list, includes: list) -> list:
+        return self.visible_keys(self.store.includes(keys, includes))
+
+    def referenced(self, keys: list, skip: set | None = None) -> list:
+        return self.visible_keys(self.store.referenced(keys, skip))
+
+    def visible_keys(self, keys: list) -> list:
+        """``keys`` without those of resources the subject may not see (so totals do not leak)."""
+        ctx = self.guard.ctx()
+        if self.guard.is_system(ctx) or not keys:
+            return keys
+        owners = self.store.patients_of(keys)
+        out = []
+        for key in keys:
+            type_, patient = owners.get(key, (None, None))
+            if type_ is None:
+                continue
+            if patient == "*":
+                patient = ctx.subject.patient_id     # decided again on load, with the body
+            if self.guard.decision(ctx, "search", type_, patient).allow:
+                out.append(key)
+        return out
+
+    def compartment_members(self, type: str, id: str) -> list:
+        ctx = self.guard.ctx()
+        if not self.guard.is_system(ctx):
+            decision = self.guard.decision(ctx, "search", type, id if type == "Patient" else None)
+            if not decision.allow:
+                raise self.guard.refuse(decision)
+        return self.store.compartment_members(type, id)
+
+    def history(self, type: str | None, id: str | None, since: int | None, at: Any, count: int,
+                offset: int) -> tuple[list[Stored], int]:
+        ctx = self.guard.ctx()
+        ctx.touched.append(Touched(type or "*", id, None, None, "R", "_history"))
+        if self.guard.is_system(ctx):
+            self.guard.system_scope(ctx, "history-instance" if id else "history-type", type)
+            return self.store.history(type, id, since, at, count, offset)
+        if id is None:
+            raise errors.Forbidden("history across resources needs system access: ask for one resource's history")
+        current = self.store.read(type, id)
+        if self.guard.check(ctx, current, "history-instance") is None:
+            raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
+        entries, total = self.store.history(type, id, since, at, count, offset)
+        decision = ctx.basis
+        elements = decision.redact if decision is not None else ()
+        return [redact(e, elements) for e in entries], total
+
+    @contextlib.contextmanager
+    def unit(self) -> Iterator["GuardedUnit"]:
+        ctx = self.guard.ctx()
+        with self.store.unit() as inner:
+            unit = GuardedUnit(self.guard, inner, ctx)
+            yield unit
+            if unit.wrote and self.guard.audit is not None:
+                self.guard.audit.record_in(inner, ctx)
+                ctx.written = True
+
+
+_PASS_THROUGH = frozenset({
+    "new_id", "pid_of", "key_of", "filter_keys", "feed", "cursor", "bodies_of_type", "get_setting",
+    "is_empty", "type_counts", "close", "patients_of", "grants",
+})
+
+
+class GuardedUnit:
+    """A unit of work whose reads are filtered and whose writes are checked."""
+
+    def __init__(self, guard: Guard, inner: Any, ctx: AccessContext):
+        self.guard = guard
+        self.inner = inner
+        self.ctx = ctx
+        self.wrote = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)     # fresh_id, feed, cursors, settings, reindex, hooks
+
+    def read(self, type: str, id: str) -> Stored | None:
+        # what the subject may not know of is absent; a rule of their own patient is a 403.
+        # A system's write scopes cover the reads its writes need.
+        if self.guard.is_system(self.ctx):
+            return self.inner.read(type, id)
+        return self.guard.check(self.ctx, self.inner.read(type, id), "read")
+
+    def permit(self, type: str, id: str, resource: dict | None) -> None:
+        """Raise unless the subject may write ``type/id`` — for writes that turn out to
+        change nothing (they make no new version, but must not answer 200 to anyone)."""
+        values = self.guard.registry.extract(resource) if resource is not None else None
+        self.guard.check_write(self.ctx, self.inner, type, id, resource, values)
+
+    def search(self, query: Any) -> Page:
+        return self.inner.search(self.guard.scope(self.ctx, query))
+
+    def load(self, keys: list) -> list[Stored]:
+        out = []
+        for stored in self.inner.load(keys):
+            seen = self.guard.check(self.ctx, stored, "search", hide_only=True)
+            if seen is not None:
+                out.append(seen)
+        return out
+
+    def put(self, type: str, id: str, resource: dict | None, method: str,
+            expected_version: int | None = None, values: list | None = None) -> Stored:
+        if resource is not None and values is None:
+            values = self.guard.registry.extract(resource)
+        interaction = self.guard.check_write(self.ctx, self.inner, type, id, resource, values)
+        stored = self.inner.put(type, id, resource, method, expected_version, values)
+        self.ctx.touched.append(Touched(type, id, stored.version, stored.patient, _ACTION_LETTER[interaction]))
+        if type in ACCESS_TYPES:
+            bump_generation(self.inner)
+        self.wrote = True
+        return stored

@@ -1,0 +1,285 @@
+"""The access policy: one pure function, ``decide()``, over plain data.
+
+It answers whether a subject (principal + attestation, ``principal.py``) may perform an
+action on data of one patient (``PatientFacts``, loaded from FHIR Consent, RelatedPerson and
+Patient resources by ``facts.py``) at a given time. No I/O: the guard (``guard.py``) gathers
+the facts, calls ``decide`` and carries out the decision. The rules are in docs/access.md;
+they follow the national trust framework (purpose of use), kjernejournal's citizen controls
+and Helsenorge's proxy rules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from . import scopes as sc
+from .principal import BTG, CITIZEN, COC, EMERGENCY, PERSONNEL, PURPOSES, SYSTEM, Subject
+
+OSLO = ZoneInfo("Europe/Oslo")
+
+# Sections of the record a citizen can restrict or hide (by resource type).
+SUMMARY, PRESCRIPTIONS, DOCUMENTS, LAB, RECORD = "summary", "prescriptions", "documents", "lab", "record"
+SECTIONS = (SUMMARY, PRESCRIPTIONS, DOCUMENTS, LAB, RECORD)
+_SECTION_OF = {
+    "AllergyIntolerance": SUMMARY, "Flag": SUMMARY,
+    "MedicationRequest": PRESCRIPTIONS, "MedicationDispense": PRESCRIPTIONS,
+    "MedicationStatement": PRESCRIPTIONS, "MedicationAdministration": PRESCRIPTIONS,
+    "DocumentReference": DOCUMENTS, "Composition": DOCUMENTS, "DocumentManifest": DOCUMENTS,
+    "DiagnosticReport": LAB, "Specimen": LAB,
+}
+
+# helsepersonellkategori (urn:oid:2.16.578.1.12.4.1.1.9060) that may write a type; types not
+# listed may be written by any authorised health personnel with a known category.
+DOCTOR, NURSE, MIDWIFE = "LE", "SP", "JO"
+PHARMACISTS = frozenset({"FA1", "FA2"})
+WRITE_ROLES: dict[str, frozenset[str]] = {
+    "MedicationRequest": frozenset({DOCTOR}),          # only doctors prescribe
+    "MedicationStatement": frozenset({DOCTOR}),        # ... and keep the medication list
+    "List": frozenset({DOCTOR}),                       # ... and submit it
+    "AllergyIntolerance": frozenset({DOCTOR}),         # critical information: any doctor
+    "Flag": frozenset({DOCTOR}),
+    "Condition": frozenset({DOCTOR}),
+    "Device": frozenset({DOCTOR, NURSE}),              # implants: nurses too
+    "DeviceUseStatement": frozenset({DOCTOR, NURSE}),
+    "Procedure": frozenset({DOCTOR, NURSE}),           # ongoing treatments
+    "MedicationDispense": PHARMACISTS,
+    "Immunization": frozenset({DOCTOR, NURSE, MIDWIFE}),
+}
+# What coordination of care (COC, not direct care) may write.
+COORDINATION_TYPES = frozenset({"Communication", "CommunicationRequest", "Task", "CarePlan", "CareTeam",
+                                "EpisodeOfCare", "Appointment", "ServiceRequest"})
+# What a citizen may write in their own record (or one they act for with "use services").
+CITIZEN_WRITES = frozenset({"Consent", "Communication", "Observation", "QuestionnaireResponse"})
+
+READS = frozenset({"read", "vread", "history-instance", "search", "history-type", "operation"})
+
+PARENT_FULL_UNTIL = 12      # parents act fully for children under 12
+PARENT_LIMITED_UNTIL = 16   # ... with limits from 12 to 15, not at all from 16
+ATTORNEY_GIVER_MIN = 16
+ATTORNEY_RECEIVER_MIN = 18
+VIEW, USE = "view", "use"   # power-of-attorney scopes
+
+
+@dataclass(frozen=True)
+class Action:
+    interaction: str        # read | vread | search | history-instance | create | update | patch | delete | ...
+    type: str               # the resource type
+    patient_data: bool = True  # the type belongs in the Patient compartment
+
+    @property
+    def writes(self) -> bool:
+        return self.interaction not in READS
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """Someone who may act for the patient: a parent (RelatedPerson with parental
+    responsibility) or the receiver of a power of attorney (Consent)."""
+    pid: str                        # the representative's fødselsnummer / D-number
+    kind: str                       # "parent" | "attorney"
+    responsibility: bool = False    # parents: has parental responsibility
+    same_address: bool = False      # parents: registered at the patient's address
+    scopes: frozenset[str] = frozenset({VIEW})   # attorneys: view and/or use
+    start: date | None = None
+    end: date | None = None
+    birth_date: date | None = None  # the representative's
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Emergency access in force for one health person and patient, until ``until`` (epoch ms)."""
+    hpr: str
+    until: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    """What the policy needs to know about the patient whose data is asked for."""
+    id: str
+    pid: str | None = None
+    birth_date: date | None = None
+    shielded: bool = False
+    summary_opt_out: bool = False
+    blocked_hpr: frozenset[str] = frozenset()
+    prescription_blocked_hpr: frozenset[str] = frozenset()
+    restricted_sections: frozenset[str] = frozenset()      # SECTIONS, or "all"
+    prescriptions_hidden_from_parents: bool = False
+    proxies: tuple[Proxy, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    reason: str                     # why (allowed: the basis in words; denied: what is missing)
+    basis: str = ""                 # TREAT | ETREAT | COC | BTG | own-record | parent | attorney | system | shared
+    status: int = 403               # for denials: 403, or 404 where saying more would leak existence
+    emergency: bool = False         # emergency access: flag for review, show to the citizen
+    start_grant: bool = False       # open a new emergency grant (the guard records it)
+    redact: tuple[str, ...] = field(default=())   # elements to remove before the data leaves
+
+
+def allow(reason: str, basis: str, **kw) -> Decision:
+    return Decision(True, reason, basis, 200, **kw)
+
+
+def deny(reason: str, status: int = 403) -> Decision:
+    return Decision(False, reason, "", status)
+
+
+def section_of(type: str) -> str:
+    return _SECTION_OF.get(type, RECORD)
+
+
+def age_on(birth: date, day: date) -> int:
+    """Full years on ``day``: the birthday itself counts (born 2014-05-03 is 12 on 2026-05-03)."""
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def decide(subject: Subject, action: Action, target: PatientFacts | None, now: datetime) -> Decision:
+    """May ``subject`` do ``action`` on data of ``target`` (None: data of no patient) at ``now``?"""
+    who = subject.principal
+    letter = sc.LETTER.get(action.interaction, "r")
+    contexts = {SYSTEM: ("system",), PERSONNEL: ("user", "patient"), CITIZEN: ("patient", "user")}[who.kind]
+    if not sc.allows(who.scopes, action.type, letter, contexts):
+        return deny(f"the token's scopes do not grant '{letter}' on {action.type}")
+    if who.kind == SYSTEM:
+        return allow("system access", SYSTEM)
+    if action.type == "Patient" and action.writes:
+        return deny("Patient demographics come from the population register: only systems write Patient")
+    if target is None:
+        if action.patient_data:
+            return deny(f"this {action.type} belongs to no patient; only systems may use it", 404)
+        if action.writes:
+            return deny(f"{action.type} is shared data; only systems may change it")
+        return allow("shared data", "shared")
+    if who.kind == PERSONNEL:
+        return _personnel(subject, action, target, now)
+    return _citizen(subject, action, target, now)
+
+
+def _personnel(subject: Subject, action: Action, target: PatientFacts, now: datetime) -> Decision:
+    who, att = subject.principal, subject.attestation
+    if subject.patient_id is None:
+        return deny("health personnel must attest the patient (X-Patient header or patient claim) "
+                    "and the purpose of use for patient data")
+    if target.id != subject.patient_id:
+        return deny("not found", 404)
+    if att.purpose not in PURPOSES:
+        return deny("state the purpose of use: TREAT, ETREAT, COC or BTG (X-Purpose-Of-Use)"
+                    if att.purpose is None else f"'{att.purpose}' is not a purpose of use (TREAT, ETREAT, COC, BTG)")
+    if who.hpr is None:
+        return deny("health personnel need an HPR number in the token")
+    if who.hpr in target.blocked_hpr:
+        return deny("the patient has blocked this health person from the record")
+    section = section_of(action.type)
+    if section == SUMMARY and target.summary_opt_out:
+        return deny("the patient has opted out of the summary care record")
+    if section == PRESCRIPTIONS and who.hpr in target.prescription_blocked_hpr:
+        return deny("the patient has blocked this health person from seeing prescriptions")
+    emergency = att.purpose in EMERGENCY
+    start_grant = False
+    if emergency:
+        active = any(g.hpr == who.hpr and g.until > _ms(now) for g in target.grants)
+        if not active:
+            if not (att.reason or "").strip():
+                return deny(f"{att.purpose} needs a stated reason (X-Access-Reason)"
+                            + ("; the earlier emergency access has expired" if any(
+                                g.hpr == who.hpr for g in target.grants) else ""))
+            start_grant = True
+    restricted = section in target.restricted_sections or "all" in target.restricted_sections
+    if restricted and not (emergency or att.consent_declared):
+        return deny(f"the patient has restricted the {section} section: declare the patient's consent "
+                    "(X-Consent-Declared: true) or emergency access (ETREAT or BTG with a reason)")
+    if action.writes:
+        if att.purpose == COC and action.type not in COORDINATION_TYPES:
+            return deny(f"coordination of care (COC) may not write {action.type}")
+        roles = WRITE_ROLES.get(action.type)
+        if who.hpr_category is None:
+            return deny("the HPR category of this health person is not known, so nothing may be written")
+        if roles is not None and who.hpr_category not in roles:
+            return deny(f"health personnel of category {who.hpr_category} may not write {action.type} "
+                        f"(allowed: {', '.join(sorted(roles))})")
+    redact = ("address",) if target.shielded else ()
+    basis = att.purpose or ""
+    reason = {BTG: "break the glass", "ETREAT": "emergency treatment"}.get(basis, "care relationship attested")
+    return allow(reason, basis, emergency=emergency, start_grant=start_grant, redact=redact)
+
+
+def _citizen(subject: Subject, action: Action, target: PatientFacts, now: datetime) -> Decision:
+    who = subject.principal
+    today = now.astimezone(OSLO).date()
+    if who.pid is not None and who.pid == target.pid:
+        return _citizen_rights(action, "own record", "own-record", ())
+    for proxy in target.proxies:
+        if proxy.pid != who.pid or not _in_period(proxy, today):
+            continue
+        if proxy.kind == "parent":
+            decision = _parent(action, target, proxy, today)
+        elif proxy.kind == "attorney":
+            decision = _attorney(action, target, proxy, today)
+        else:
+            continue
+        if decision.allow or decision.status != 404:
+            return decision
+    return deny("not found", 404)
+
+
+def _citizen_rights(action: Action, reason: str, basis: str, redact: tuple) -> Decision:
+    if action.writes and action.type not in CITIZEN_WRITES:
+        return deny(f"citizens may not write {action.type} (they may write "
+                    f"{', '.join(sorted(CITIZEN_WRITES))})")
+    return allow(reason, basis, redact=redact)
+
+
+def _parent(action: Action, target: PatientFacts, proxy: Proxy, today: date) -> Decision:
+    if target.birth_date is None:
+        return deny("the child's birth date is not known, so parental access cannot be decided")
+    if not proxy.responsibility:
+        return deny("parents act for a child only with parental responsibility")
+    if not proxy.same_address:
+        return deny("parents act for a child only when registered at the child's address")
+    age = age_on(target.birth_date, today)
+    if age >= PARENT_LIMITED_UNTIL:
+        return deny(f"from {PARENT_LIMITED_UNTIL} the young person controls their own record", 404)
+    redact = ("address",) if target.shielded else ()
+    if age < PARENT_FULL_UNTIL:
+        return _citizen_rights(action, f"parent of a child under {PARENT_FULL_UNTIL}", "parent", redact)
+    section = section_of(action.type)
+    if section == SUMMARY:
+        return deny(f"parents of a child aged {PARENT_FULL_UNTIL}-{PARENT_LIMITED_UNTIL - 1} "
+                    "do not see the summary care record")
+    if section == PRESCRIPTIONS and target.prescriptions_hidden_from_parents:
+        return deny("the young person has hidden prescriptions from their parents")
+    if action.type == "Consent" and action.writes:
+        return deny(f"parents of a child aged {PARENT_FULL_UNTIL}-{PARENT_LIMITED_UNTIL - 1} "
+                    "may not change the child's consents")
+    return _citizen_rights(action, f"parent of a child aged {PARENT_FULL_UNTIL}-{PARENT_LIMITED_UNTIL - 1} "
+                           "(limited)", "parent", redact)
+
+
+def _attorney(action: Action, target: PatientFacts, proxy: Proxy, today: date) -> Decision:
+    if target.birth_date is None or age_on(target.birth_date, today) < ATTORNEY_GIVER_MIN:
+        return deny(f"a power of attorney holds only when its giver is at least {ATTORNEY_GIVER_MIN}")
+    if proxy.birth_date is None or age_on(proxy.birth_date, today) < ATTORNEY_RECEIVER_MIN:
+        return deny(f"a power of attorney holds only for a receiver of at least {ATTORNEY_RECEIVER_MIN}")
+    if action.writes and USE not in proxy.scopes:
+        return deny("this power of attorney lets you view data, not use services")
+    if action.type == "Consent" and action.writes:
+        return deny("a power of attorney cannot change the giver's consents or give further powers")
+    redact = ("address",) if target.shielded else ()
+    return _citizen_rights(action, "power of attorney", "attorney", redact)
+
+
+def _in_period(proxy: Proxy, today: date) -> bool:
+    return (proxy.start is None or proxy.start <= today) and (proxy.end is None or today <= proxy.end)
+
+
+def _ms(now: datetime) -> int:
+    return int(now.timestamp() * 1000)
+
+
+def grant_until(now: datetime, minutes: int) -> int:
+    return _ms(now + timedelta(minutes=minutes))
