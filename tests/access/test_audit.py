@@ -474,6 +474,9 @@ TAMPERING = [
     ("swap two whole rows", swap_rows, 3, REORDERED),
     ("insert a forged row", forge_row, 11, HEAD),
     ("replace a row by a forged one", forge_middle, 5, BROKEN),
+    ("insert a row before the first", lambda db: db.execute(
+        "INSERT INTO audit SELECT 0, recorded, patient, emergency, body, prev, hash FROM audit WHERE seq = 1"),
+     0, BROKEN),
     ("rewrite the head", lambda db: db.execute("UPDATE setting SET value = '10:' || hex(randomblob(32)) "
                                                "WHERE name = 'audit.head'"), 10, HEAD),
     ("delete the head", lambda db: db.execute("DELETE FROM setting WHERE name = 'audit.head'"), 10, HEAD),

@@ -102,10 +102,12 @@ class EventBuilder:
         self._heads: dict[tuple, tuple[Any, bytes]] = {}
 
     def event(self, ctx: AccessContext, recorded_ms: int) -> dict:
-        """The AuditEvent of the whole request, all patients in it (``build_event``)."""
+        """The AuditEvent of the whole request, all patients in it (``build_event``); the
+        caller owns the dict (nothing in it is shared)."""
         event = _head(ctx, *_parts(ctx))
         event["recorded"] = dates.to_instant(recorded_ms)
-        return _with_entities(event, _entities(ctx, ctx.patients, None, event["action"], self.prefix))
+        event = _with_entities(event, _entities(ctx, ctx.patients, None, event["action"], self.prefix))
+        return jsonio.loads(jsonio.dumps(event))
 
     def rows(self, ctx: AccessContext, recorded_ms: int) -> list[NewAuditRow]:
         """One row per patient concerned: the AuditEvent with that patient and the resources
@@ -121,9 +123,10 @@ class EventBuilder:
         entities = _entities(ctx, patients, None, parts[0], self.prefix)
         if len(entities) > MAX_ENTITIES:
             body = jsonio.dumps(self.event(ctx, recorded_ms))
-        else:
-            body = b"".join((self._head_bytes(ctx, parts), b',"recorded":"', dates.to_instant(recorded_ms).encode(),
-                             b'","entity":' + jsonio.dumps(entities) if entities else b'"', b"}"))
+        else:       # the same JSON as ``event`` gives, joined from the remembered head
+            recorded = b',"recorded":"' + dates.to_instant(recorded_ms).encode() + b'"'
+            tail = b',"entity":' + jsonio.dumps(entities) + b"}" if entities else b"}"
+            body = self._head_bytes(ctx, parts) + recorded + tail
         return [(recorded_ms, patients[0] if patients else None, emergency, body)]
 
     def _part_event(self, ctx: AccessContext, recorded_ms: int, patient: str, count: int) -> dict:
@@ -414,7 +417,10 @@ class AuditLog:
         self._closed = False
 
     def record(self, ctx: AccessContext) -> None:
-        """Queue the audit record of a finished request (cheap: no I/O, no JSON here)."""
+        """Queue the audit record of a finished request (cheap: no I/O, no JSON here). After
+        ``close``, or when ``max_queue`` records wait because the database cannot keep up,
+        it writes at once instead (slowing the caller down rather than growing without
+        bound); a failure to write is logged and the records stay queued."""
         item = (ctx, self.clock())
         with self._lock:
             self._queue.append(item)
@@ -424,10 +430,13 @@ class AuditLog:
             if start:
                 self._thread = threading.Thread(target=self._run, name="enjournal-audit", daemon=True)
         if start:
-            atexit.register(self.close)
+            atexit.register(self._close_at_exit)
             self._thread.start()
         if closed or queued >= self.max_queue:
-            self.flush()            # after close, or the database cannot keep up: write now
+            try:
+                self.flush()
+            except Exception:
+                log.exception("audit records could not be written (%d queued)", self.pending())
         elif queued >= self.batch:
             self._wake.set()
 
@@ -445,7 +454,8 @@ class AuditLog:
 
     def flush(self) -> int:
         """Write everything queued now; returns the number of rows written. On failure the
-        records go back to the front of the queue and the error is raised."""
+        records go back to the front of the queue and the error is raised. Not to be called
+        inside a unit of work (it appends in a transaction of its own)."""
         with self._flush_lock:
             with self._lock:
                 items, self._queue = self._queue, []
@@ -475,8 +485,14 @@ class AuditLog:
         if thread is not None:
             self._wake.set()
             thread.join()
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         self.flush()
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            log.exception("audit records queued at exit could not be written")
 
     def _run(self) -> None:
         delay = self.flush_ms / 1000
@@ -497,6 +513,7 @@ class AuditLog:
 
 # -- verification ---------------------------------------------------------------------------
 
+_BEFORE_ALL = -(2 ** 63)
 EDITED, DELETED, REORDERED, BROKEN, HEAD, ANCHOR = "edited", "deleted", "reordered", "broken", "head", "anchor"
 
 
@@ -575,7 +592,8 @@ class _Walk:
     def run(self, repo: Any, upto: int | None, batch: int) -> Problem | None:
         """Check the rows after ``self.seq`` (up to ``upto``); the first problem, or None."""
         while True:
-            rows = repo.audit_rows(self.seq, batch)
+            # the first read starts below 1, so a row slipped in before the first is seen
+            rows = repo.audit_rows(self.seq if self.rows else _BEFORE_ALL, batch)
             for row in rows:
                 if upto is not None and row.seq > upto:
                     return None
