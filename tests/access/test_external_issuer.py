@@ -36,6 +36,7 @@ def helseid_token(idp: TestIssuer, **changes) -> str:
               "scope": "openid helseid://scopes/identity/pid user/*.rs",
               "helseid://claims/identity/pid": "02013299997",
               "helseid://claims/hpr/hpr_number": "9144101", "name": "Astrid Bråten",
+              "helseid://claims/identity/security_level": "4",
               "helseid://claims/client/claims/orgnr_parent": "910000004"}
     claims.update(changes)
     return idp.sign("ES256", "ec", **claims)

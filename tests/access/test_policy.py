@@ -19,11 +19,12 @@ CONTROL = "https://enjournal.no/fhir/CodeSystem/access-control"
 
 def doctor(hpr: str = "9144101", category: str | None = "LE", scope: str = "user/*.cruds") -> Principal:
     return Principal("personnel", "gp", "https://idp", name="Astrid", hpr=hpr, hpr_category=category,
-                     scopes=scopes.parse(scope), scope=scope)
+                     scopes=scopes.parse(scope), scope=scope, assurance="4")
 
 
 def citizen(pid: str, scope: str = "patient/*.rs patient/Consent.cu patient/Observation.c patient/Communication.c") -> Principal:
-    return Principal("citizen", pid, "https://idp", pid=pid, scopes=scopes.parse(scope), scope=scope)
+    return Principal("citizen", pid, "https://idp", pid=pid, scopes=scopes.parse(scope), scope=scope,
+                     assurance="idporten-loa-high")
 
 
 def system(scope: str = "system/*.cruds") -> Principal:
@@ -139,6 +140,16 @@ def test_shielded_address_is_redacted_for_personnel():
     assert d.allow and d.redact == ("address",)
     own = decide(subject(citizen("02013299997")), read("Patient"), facts(shielded=True), NOW)
     assert own.allow and own.redact == ()
+
+
+def test_patient_data_needs_a_high_assurance_login():
+    import dataclasses
+    weak = dataclasses.replace(citizen("02013299997"), assurance="idporten-loa-substantial")
+    d = decide(subject(weak), read(), facts(), NOW)
+    assert not d.allow and "high assurance" in d.reason
+    weak_gp = dataclasses.replace(doctor(), assurance="3")
+    assert not decide(subject(weak_gp, purpose="TREAT"), read(), facts(), NOW).allow
+    assert decide(subject(weak_gp), Action("read", "Organization", patient_data=False), None, NOW).allow
 
 
 def test_scopes_limit_everyone():

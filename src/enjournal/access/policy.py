@@ -52,6 +52,9 @@ COORDINATION_TYPES = frozenset({"Communication", "CommunicationRequest", "Task",
 # What a citizen may write in their own record (or one they act for with "use services").
 CITIZEN_WRITES = frozenset({"Consent", "Communication", "Observation", "QuestionnaireResponse"})
 
+# Logins strong enough for health data: ID-porten "high" (and its older names), HelseID level 4.
+HIGH_ASSURANCE = frozenset({"idporten-loa-high", "Level4", "high", "4"})
+
 READS = frozenset({"read", "vread", "history-instance", "search", "history-type", "operation"})
 
 PARENT_FULL_UNTIL = 12      # parents act fully for children under 12
@@ -155,6 +158,9 @@ def decide(subject: Subject, action: Action, target: PatientFacts | None, now: d
         if action.writes:
             return deny(f"{action.type} is shared data; only systems may change it")
         return allow("shared data", "shared")
+    if who.assurance not in HIGH_ASSURANCE:
+        return deny("patient data needs a login with high assurance (ID-porten level high, HelseID security "
+                    f"level 4); this token has '{who.assurance or 'none'}'")
     if who.kind == PERSONNEL:
         return _personnel(subject, action, target, now)
     return _citizen(subject, action, target, now)

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from .. import FHIR_VERSION, __version__
+from ..access.provider import enabled as provider_enabled
 
 _INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                  "search-type"]
@@ -14,6 +15,8 @@ _UNSUPPORTED_TYPES = {"special"}
 
 
 def capability_builder(registry: Any, settings: Any):
+    builtin = provider_enabled(settings.builtin_idp, settings.database)   # its endpoints are ours
+
     @lru_cache(maxsize=8)
     def build(base: str) -> dict:
         resources = []
@@ -61,10 +64,10 @@ def capability_builder(registry: Any, settings: Any):
                     "service": [{"coding": [{
                         "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                         "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer tokens (SMART App Launch v2)"}],
-                    "extension": [{
+                    **({"extension": [{
                         "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                         "extension": [{"url": "authorize", "valueUri": f"{base}/oidc/authorize"},
-                                      {"url": "token", "valueUri": f"{base}/oidc/token"}]}],
+                                      {"url": "token", "valueUri": f"{base}/oidc/token"}]}]} if builtin else {}),
                     "description": "Every request for data needs a bearer token (JWT) from a trusted OpenID "
                                    "issuer; health personnel attest purpose of use and patient per request "
                                    "(X-Purpose-Of-Use, X-Patient). See /.well-known/smart-configuration.",
