@@ -327,6 +327,26 @@ def test_batched_appends_from_many_threads_form_one_chain(repo):
     assert len({json.loads(r.body)["entity"][1]["what"]["reference"] for r in rows}) == 2000
 
 
+APPENDER = """
+import sys
+from enjournal.fhir.searchparams import Registry
+from enjournal.store import open_repository
+repo = open_repository(sys.argv[1], Registry.default())
+for n in range(100):
+    repo.append_audit([(n, "p1", False, b'{"n": %d, "who": "%s"}' % (n, sys.argv[2].encode()))] * 3)
+repo.close()
+"""
+
+
+def test_processes_appending_at_once_keep_one_chain(repo, tmp_path):
+    url = f"sqlite:///{tmp_path}/audit.db"
+    workers = [subprocess.Popen([sys.executable, "-c", APPENDER, url, name]) for name in ("a", "b", "c")]
+    fill(repo, 50)                      # and this process too
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0]
+    report = verify(repo)
+    assert report.ok and report.rows == 3 * 300 + 50, report.summary()
+
+
 def test_the_background_thread_flushes_by_itself(repo):
     log = AuditLog(repo, flush_ms=10)
     log.record(read_ctx())
@@ -346,6 +366,17 @@ def test_flush_writes_synchronously_and_close_keeps_later_records(repo):
     log.close()
     log.record(read_ctx(3))            # after close: written at once
     assert len(repo.audit_rows(0, 10)) == 3 and verify(repo).ok
+
+
+def test_a_record_that_cannot_be_built_is_still_written(repo):
+    log = AuditLog(repo)
+    ctx = read_ctx()
+    ctx.touched.append("not a Touched")          # a bug elsewhere must not leave the request unlogged
+    log.record(ctx)
+    log.close()
+    event = json.loads(repo.audit_rows(0, 10)[0].body)
+    assert_valid(event)
+    assert event["outcomeDesc"].startswith("audit record incomplete (AttributeError)")
 
 
 def test_bad_settings_are_refused(repo):
