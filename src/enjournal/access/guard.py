@@ -236,9 +236,14 @@ class Guard:
     # -- writes ----------------------------------------------------------------------------
 
     def check_write(self, ctx: AccessContext, unit: Any, type: str, id: str, resource: dict | None,
-                    values: list | None) -> str:
+                    values: list | None, method: str | None = None) -> str:
         """Raise unless the subject may write ``type/id`` (``resource`` None: delete); returns
         the interaction (create, update or delete)."""
+        if self.is_system(ctx) and method is not None:
+            # no lookup of the current version: a system's scopes decide by the method alone
+            interaction = "delete" if resource is None else ("create" if method == "POST" else "update")
+            self.system_scope(ctx, interaction, type)
+            return interaction
         old = unit.read(type, id)
         exists = old is not None and not old.deleted
         interaction = "delete" if resource is None else ("update" if exists else "create")
@@ -459,9 +464,10 @@ class GuardedUnit:
             expected_version: int | None = None, values: list | None = None) -> Stored:
         if resource is not None and values is None:
             values = self.guard.registry.extract(resource)
-        interaction = self.guard.check_write(self.ctx, self.inner, type, id, resource, values)
+        interaction = self.guard.check_write(self.ctx, self.inner, type, id, resource, values, method)
         stored = self.inner.put(type, id, resource, method, expected_version, values)
-        self.ctx.touched.append(Touched(type, id, stored.version, stored.patient, _ACTION_LETTER[interaction]))
+        action = "C" if stored.version == 1 and resource is not None else _ACTION_LETTER[interaction]
+        self.ctx.touched.append(Touched(type, id, stored.version, stored.patient, action))
         if type in ACCESS_TYPES:
             bump_generation(self.inner)
         self.wrote = True
