@@ -156,12 +156,12 @@ def search_paths(db: Path, patient: str, n: int) -> list[str]:
 # -- 2. over HTTP ------------------------------------------------------------------------------
 
 def http_round(db: Path, audit: bool, paths: list[str], patient: str, gp_paths: list[str], seconds: int,
-               rate: float) -> dict:
-    with audit_switch_server(db, audit) as server:
+               rate: float, workers: int = 2) -> dict:
+    with audit_switch_server(db, audit, workers=workers) as server:
         system = bearer(issue_token(db, server.port, "system"))
         gp = bearer(issue_token(db, server.port, "gp"), patient=patient)
-        return {"system": measure(server, paths, seconds, rate, system, db),
-                "gp": measure(server, gp_paths, seconds, rate, gp, db)}
+        return {"system": measure(server, paths, seconds, rate, system, db, workers),
+                "gp": measure(server, gp_paths, seconds, rate, gp, db, workers)}
 
 
 def _med(values: list[float]) -> float:
@@ -169,7 +169,8 @@ def _med(values: list[float]) -> float:
 
 
 def run(database: Path | None = None, resources: int = 20000, seconds: int = 10, rate: float = 1000.0,
-        rounds: int = 2, sample: int = 2000, events: int = 2000, http: bool = True) -> dict:
+        rounds: int = 2, sample: int = 2000, events: int = 2000, http: bool = True, workers: int = 2,
+        micro: bool = True) -> dict:
     db = database or build_db.build(resources)
     picked = sample_resources(db, sample)
     paths = ["/" + k for k, _ in picked]
@@ -177,17 +178,18 @@ def run(database: Path | None = None, resources: int = 20000, seconds: int = 10,
     gp_paths = ["/" + k for k, _ in own]
     log(f"== audit: {db.name}, patient {patient} ({len(gp_paths)} ids); {audit_head(db):,} audit rows "
         f"before the run; {machine()}")
-    result: dict = {"database": db.name, "patient": patient}
+    result: dict = {"database": db.name, "patient": patient, "workers": workers}
 
-    contexts = capture_contexts(db, paths[:events], patient, gp_paths[:events], search_paths(db, patient, events // 4))
-    micro = {}
+    contexts = capture_contexts(db, paths[:events], patient, gp_paths[:events],
+                                search_paths(db, patient, events // 4)) if micro else {}
+    costs = {}
     for kind, ctxs in contexts.items():
-        c = micro[kind] = per_event_costs(ctxs)
+        c = costs[kind] = per_event_costs(ctxs)
         log(f"{kind}: record() {c['record_us']:.2f} µs/event (on the request); flush {c['flush_us']:.1f} µs/event "
             f"in batches of {BATCH} (background thread: build {c['build_us']:.1f} + append/hash/commit "
             f"{c['append_us']:.1f}); {c['rows_per_event']:.2f} rows/event of {c['body_bytes']:.0f} bytes; "
             f"n={c['events']}, median of {c['repeat']}")
-    result["per_event"] = micro
+    result["per_event"] = costs
 
     if http:
         if not wrk_available():
@@ -196,14 +198,16 @@ def run(database: Path | None = None, resources: int = 20000, seconds: int = 10,
         for r in range(rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             for audit in order:
-                m = http_round(db, audit, paths, patient, gp_paths, seconds, rate)
+                m = http_round(db, audit, paths, patient, gp_paths, seconds, rate, workers)
                 m["audit"] = audit
                 m["round"] = r
                 runs.append(m)
                 for who in ("system", "gp"):
                     x = m[who]
-                    log(f"  round {r + 1} audit {'on ' if audit else 'off'} {who:<6}: {x['saturation']['rps']:,.0f} req/s, "
-                        f"steady {fmt_ms(x['steady'])}, {x['audit_rows_per_s']:,.0f} audit rows/s")
+                    log(f"  round {r + 1} audit {'on ' if audit else 'off'} {who:<6}: {x['saturation']['rps']:,.0f} req/s "
+                        f"(connections {x['saturation']['connection_split']}, server CPU "
+                        f"{x['saturation']['server_cpu_us_per_request']:.0f} µs/request), steady {fmt_ms(x['steady'])} "
+                        f"(connections {x['steady']['connection_split']}), {x['audit_rows_per_s']:,.0f} audit rows/s")
         result["http_runs"] = runs
         summary = {}
         for who in ("system", "gp"):
@@ -216,6 +220,10 @@ def run(database: Path | None = None, resources: int = 20000, seconds: int = 10,
                 "p99_on": _med([x["steady"]["p99"] for x in on]), "p99_off": _med([x["steady"]["p99"] for x in off]),
                 "rows_per_s_on": _med([x["audit_rows_per_s"] for x in on]),
                 "rows_per_s_off": _med([x["audit_rows_per_s"] for x in off]),
+                "cpu_us_on": _med([x["saturation"]["server_cpu_us_per_request"] for x in on]),
+                "cpu_us_off": _med([x["saturation"]["server_cpu_us_per_request"] for x in off]),
+                "steady_cpu_us_on": _med([x["steady"]["server_cpu_us_per_request"] for x in on]),
+                "steady_cpu_us_off": _med([x["steady"]["server_cpu_us_per_request"] for x in off]),
                 "rps_on_all": [x["saturation"]["rps"] for x in on],
                 "rps_off_all": [x["saturation"]["rps"] for x in off],
             }
@@ -226,11 +234,13 @@ def run(database: Path | None = None, resources: int = 20000, seconds: int = 10,
                 f"off {', '.join(f'{v:,.0f}' for v in s['rps_off_all'])}); steady {rate:,.0f} req/s p50 "
                 f"{s['p50_on']:.2f} vs {s['p50_off']:.2f} ms, p99 {s['p99_on']:.2f} vs {s['p99_off']:.2f} ms "
                 f"(ratio {s['p99_ratio']:.2f}); audit rows/s at saturation {s['rows_per_s_on']:,.0f} "
-                f"(off: {s['rows_per_s_off']:,.0f}) [target: audit must not halve throughput: "
+                f"(off: {s['rows_per_s_off']:,.0f}); server CPU per request at saturation {s['cpu_us_on']:.0f} vs "
+                f"{s['cpu_us_off']:.0f} µs (+{s['cpu_us_on'] - s['cpu_us_off']:.0f}), at {rate:,.0f} req/s "
+                f"{s['steady_cpu_us_on']:.0f} vs {s['steady_cpu_us_off']:.0f} µs [target: audit must not halve throughput: "
                 f"{'MET' if s['rps_ratio'] > 0.5 else 'MISSED'}]")
         result["http"] = summary
     result["audit_rows_after"] = audit_head(db)
-    save_result("audit", result)
+    save_result("audit" if workers == 2 else f"audit-{workers}w", result)
     return result
 
 
@@ -242,10 +252,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--rounds", type=int, default=2, help="on/off pairs over HTTP (order alternates)")
     ap.add_argument("--events", type=int, default=2000, help="contexts per kind for the per-event costs")
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers of the servers")
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--no-micro", action="store_true", help="skip the per-event costs")
     args = ap.parse_args()
     run(Path(args.database) if args.database else None, args.resources, args.seconds, args.rate, args.rounds,
-        events=args.events, http=not args.no_http)
+        events=args.events, http=not args.no_http, workers=args.workers, micro=not args.no_micro)
 
 
 if __name__ == "__main__":

@@ -176,6 +176,31 @@ def audit_switch_server(db: Path, audit: bool, workers: int = 2, port: int | Non
     return Server(argv, port, env=env, name=f"audit-{'on' if audit else 'off'}")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants
+    (a server's supervisor and workers), from /proc; 0.0 where /proc is unavailable."""
+    hz = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(name))
+        cpu[int(name)] = (int(fields[11]) + int(fields[12])) / hz
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
 # -- access (docs/access.md) --------------------------------------------------------------
 
 def issue_token(db: Path, port: int, persona: str = "system", lifetime: int = 8 * 3600) -> str:

@@ -44,23 +44,63 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
+def connection_split(port: int) -> list[int]:
+    """How the established client connections to ``port`` are spread over the server's
+    processes (uvicorn workers accept from one shared socket, so 8 connections can land 8/0
+    as well as 4/4), largest first; [] when ``ss`` cannot tell."""
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        m = re.search(r"pid=(\d+)", line)
+        if m:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return sorted(counts.values(), reverse=True)
+
+
 def wrk_saturate(url: str, paths: list[str], connections: int = 8, seconds: int = 10,
-                 threads: int = 1, headers: dict[str, str] | None = None) -> dict:
+                 threads: int = 1, headers: dict[str, str] | None = None, workers: int = 0,
+                 tries: int = 6, probe=None) -> dict:
+    """``wrk`` at saturation. With ``workers`` > 1, the spread of wrk's connections over the
+    server's worker processes is checked 0.5 s in, and a run whose spread is off by more
+    than one connection from even is stopped and started again (up to ``tries`` times), since
+    the throughput of an 8/0 spread is that of one worker; the spread is reported.
+    ``probe()`` (e.g. the server's CPU seconds) is read as the kept run starts and ends:
+    ``probe_start``, ``probe_end`` in the result."""
     OUT.mkdir(parents=True, exist_ok=True)
     path_file = OUT / "wrk-paths.txt"
     path_file.write_text("\n".join(paths) + "\n")
     script = OUT / "wrk-rotate.lua"
     extra = "".join(f", [{_lua_string(k)}] = {_lua_string(v)}" for k, v in (headers or {}).items())
     script.write_text(WRK_LUA % (path_file, extra))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                           "--latency", "-s", str(script), url], capture_output=True, text=True,
-                          timeout=seconds + 60)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = proc.stdout
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url]
+    restarts = 0
+    while True:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        probe_start = probe() if probe is not None else None
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        split: list[int] = []
+        if workers > 1:
+            time.sleep(0.5)
+            split = connection_split(port)
+            even = connections // workers
+            if (split and (len(split) < workers or split[0] - even > 1)) and restarts < tries - 1:
+                proc.kill()
+                proc.communicate()
+                restarts += 1
+                time.sleep(0.5)
+                continue
+        out, err = proc.communicate(timeout=seconds + 60)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        probe_end = probe() if probe is not None else None
+        break
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m:
-        raise RuntimeError(f"wrk failed: {out}\n{proc.stderr}")
+        raise RuntimeError(f"wrk failed: {out}\n{err}")
     lat = {}
     for pct in ("50", "75", "90", "99"):
         mm = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -72,6 +112,8 @@ def wrk_saturate(url: str, paths: list[str], connections: int = 8, seconds: int 
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"rps": float(m.group(1)), "latency_ms": lat, "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(0) if errors else "", "client_cpu_pct_of_core": 100 * cpu / seconds,
+            "connection_split": "/".join(map(str, split)) if split else "", "restarts": restarts,
+            "probe_start": probe_start, "probe_end": probe_end,
             "raw": out}
 
 
@@ -101,23 +143,37 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int = 8,
-              headers: dict[str, str] | None = None) -> dict:
-    """Send ``rate`` requests/s for ``seconds`` over ``connections`` keep-alive connections."""
+              headers: dict[str, str] | None = None, workers: int = 0) -> dict:
+    """Send ``rate`` requests/s for ``seconds`` over ``connections`` keep-alive connections
+    (with ``workers`` > 1, reconnected until they are spread evenly over the workers, at
+    most 6 tries)."""
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    return runner(_open_loop(port, paths, rate, seconds, connections, headers))
+    return runner(_open_loop(port, paths, rate, seconds, connections, headers, workers))
 
 
 async def _open_loop(port: int, paths: list[str], rate: float, seconds: float, connections: int,
-                     headers: dict[str, str] | None = None) -> dict:
+                     headers: dict[str, str] | None = None, workers: int = 0) -> dict:
     host = f"127.0.0.1:{port}"
     reqs = [_request(p, host, headers) for p in paths]
-    idle: asyncio.Queue = asyncio.Queue()
-    for _ in range(connections):
-        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    for attempt in range(6):
+        idle: asyncio.Queue = asyncio.Queue()
+        for _ in range(connections):
+            idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+            if workers > 1:
+                await asyncio.sleep(0.02)       # gives the other worker a chance to accept
+        await asyncio.sleep(0.2)
+        split = connection_split(port)
+        if workers <= 1 or not split or (len(split) >= workers and split[0] - connections // workers <= 1) \
+                or attempt == 5:
+            break
+        while not idle.empty():
+            _, writer = idle.get_nowait()
+            writer.close()
+        await asyncio.sleep(0.3)
     total = int(rate * seconds)
     latencies: list[float] = []
     errors = [0]
@@ -158,7 +214,7 @@ async def _open_loop(port: int, paths: list[str], rate: float, seconds: float, c
         writer.close()
     stats = summarize_ms(latencies)
     stats.update(achieved_rps=len(latencies) / elapsed, errors=errors[0], sent_late=late[0],
-                 client_cpu_pct_of_core=100 * cpu / elapsed)
+                 client_cpu_pct_of_core=100 * cpu / elapsed, connection_split="/".join(map(str, split)))
     return stats
 
 

@@ -34,7 +34,7 @@ import orjson
 
 from . import build_db
 from .common import (OUT, PYTHON, ROOT, Server, audit_head, bearer, enjournal_server, fmt_ms, free_port,
-                     issue_token, log, machine, save_result)
+                     issue_token, log, machine, save_result, tree_cpu_seconds)
 from .loadgen import open_loop, sequential, wrk_available, wrk_saturate
 
 TARGET_RPS = 3000.0
@@ -84,28 +84,62 @@ def baseline_server(mode: str, bodies_file: Path, raw_db: Path) -> Server:
 
 
 def measure(server: Server, paths: list[str], seconds: int, rate: float, headers: dict | None = None,
-            db: Path | None = None) -> dict:
+            db: Path | None = None, workers: int = 2) -> dict:
     """wrk at saturation, then the open loop at ``rate``; with ``db``, also the audit rows
-    written per second at saturation (the newest seq before and after, once flushed)."""
+    written per second at saturation (the newest seq before and after, once flushed).
+    wrk's 8 connections are spread evenly over the ``workers`` (see ``wrk_saturate``)."""
     # warm up (connections, statement caches, page cache, token and facts caches)
     wrk_saturate(server.url, paths, 8, 2, headers=headers)
-    time.sleep(0.3)                        # let the audit log flush the warm-up's rows
+    if db is not None:
+        settled(db)                        # the warm-up's audit rows written
     before = audit_head(db) if db is not None else 0
-    sat = wrk_saturate(server.url, paths, 8, seconds, headers=headers)
-    time.sleep(0.3)
-    after = audit_head(db) if db is not None else 0
-    steady = open_loop(server.port, paths, rate, seconds, 8, headers=headers)
+    sat = wrk_saturate(server.url, paths, 8, seconds, headers=headers, workers=workers,
+                       probe=lambda: tree_cpu_seconds(server.proc.pid))
+    cpu0 = sat.pop("probe_start")
+    sat.pop("probe_end")
+    if db is not None:
+        at_end = audit_head(db)
+        after, drain = settled(db)
+    cpu2 = tree_cpu_seconds(server.proc.pid)
+    steady = open_loop(server.port, paths, rate, seconds, 8, headers=headers, workers=workers)
+    cpu3 = tree_cpu_seconds(server.proc.pid)
+    # server CPU per request (all its processes and threads, SQLite included), from the start
+    # of the kept wrk run; the audit backlog written after wrk stopped is counted too
+    sat["server_cpu_us_per_request"] = 1e6 * (cpu2 - cpu0) / max(1.0, sat["rps"] * seconds)
+    steady["server_cpu_us_per_request"] = 1e6 * (cpu3 - cpu2) / max(1, steady["n"])
+    steady["server_cpu_pct"] = 100 * (cpu3 - cpu2) / seconds
     sat.pop("raw", None)
+    if workers > 1 and sat["connection_split"] and sat["connection_split"] != "4/4":
+        log(f"  note: wrk's connections were spread {sat['connection_split']} over the workers "
+            f"(after {sat['restarts']} restarts)")
     if sat["non2xx"] or sat["socket_errors"]:
         log(f"  WARNING: {sat['non2xx']} non-2xx answers, {sat['socket_errors'] or 'no socket errors'}")
     if steady["errors"]:
         log(f"  WARNING: {steady['errors']} non-200 answers at the steady rate")
     out = {"saturation": sat, "steady": steady}
     if db is not None:
+        # rows committed while wrk ran, and the backlog the audit thread wrote after it
         out["audit_rows"] = after - before
-        out["audit_rows_per_s"] = (after - before) / seconds
+        out["audit_rows_per_s"] = (at_end - before) / seconds
         out["audit_rows_per_request"] = (after - before) / max(1.0, sat["rps"] * seconds)
+        out["audit_backlog_rows"] = after - at_end
+        out["audit_drain_s"] = drain
     return out
+
+
+def settled(db: Path, quiet: float = 0.3, timeout: float = 60.0) -> tuple[int, float]:
+    """Wait until the audit log stops growing (nothing new for ``quiet`` s): (head, waited s)."""
+    start = time.perf_counter()
+    head = audit_head(db)
+    last_change = start
+    while time.perf_counter() - start < timeout:
+        time.sleep(0.05)
+        now = audit_head(db)
+        if now != head:
+            head, last_change = now, time.perf_counter()
+        elif time.perf_counter() - last_change >= quiet:
+            break
+    return head, last_change - start
 
 
 def check_reads(server: Server, picked: list[tuple[str, bytes]], headers: dict, label: str) -> None:
@@ -157,7 +191,8 @@ def run(resources: int = 20000, seconds: int = 10, rate: float = 1000.0, databas
         log(f"{label}: saturation {r['saturation']['rps']:,.0f} req/s "
             f"(ratio to system/random {r['saturation']['rps'] / e['saturation']['rps']:.2f}); steady "
             f"{rate:,.0f} req/s {fmt_ms(r['steady'])}, {r['steady']['errors']} errors; "
-            f"{r['audit_rows_per_s']:,.0f} audit rows/s at saturation")
+            f"{r['audit_rows_per_s']:,.0f} audit rows/s at saturation, backlog {r['audit_backlog_rows']:,} rows "
+            f"written {r['audit_drain_s']:.2f} s after wrk stopped")
     rps = e["saturation"]["rps"]
     p99 = e["steady"]["p99"]
     log(f"saturation (wrk -t1 -c8, {seconds} s): enjournal {rps:,.0f} req/s "
@@ -165,7 +200,8 @@ def run(resources: int = 20000, seconds: int = 10, rate: float = 1000.0, databas
         f"bare Starlette from memory {b['saturation']['rps']:,.0f} req/s (ratio {rps / b['saturation']['rps']:.2f}); "
         f"bare Starlette + SQLite {s['saturation']['rps']:,.0f} req/s (ratio {rps / s['saturation']['rps']:.2f}); "
         f"wrk used {e['saturation']['client_cpu_pct_of_core']:.0f}% of a core; "
-        f"{e['audit_rows_per_s']:,.0f} audit rows/s ({e['audit_rows_per_request']:.2f} per request)")
+        f"{e['audit_rows_per_s']:,.0f} audit rows/s while wrk ran ({e['audit_rows_per_request']:.2f} per request; "
+        f"backlog {e['audit_backlog_rows']:,} rows written {e['audit_drain_s']:.2f} s after it stopped)")
     log("  wrk latency at saturation, enjournal: " +
         ", ".join(f"{k} {v:.2f} ms" for k, v in e["saturation"]["latency_ms"].items()))
     log(f"steady {rate:,.0f} req/s open loop ({seconds} s): enjournal {fmt_ms(e['steady'])}, "
