@@ -196,7 +196,7 @@ class Guard:
             if not decision.allow:
                 raise self.refuse(decision)
         clauses = [self._limit(ctx, c, query.resource_type, patient) for c in query.clauses]
-        if query.resource_type in PATIENT_TYPES:
+        if query.resource_type in PATIENT_TYPES and not _pins_patient(clauses, query.resource_type, patient):
             clauses.append(compartment_clause(self.registry, query.resource_type, patient))
         return dataclasses.replace(query, clauses=clauses)
 
@@ -278,6 +278,19 @@ def compartment_clause(registry: Any, type: str, patient: str) -> Any:
         if param is not None and param.type == "reference":
             clauses.append(fq.Leaf(type, param, None, (fq.RefQ("Patient", patient),)))
     return fq.AnyOf(tuple(clauses)) if clauses else fq.IdIn(())
+
+
+def _pins_patient(clauses: list, type: str, patient: str) -> bool:
+    """Whether a top-level clause already keeps the search in ``patient``'s compartment
+    (``Observation?subject=Patient/X``), so the guard need not add the same restriction."""
+    codes = compartment_params("Patient", type)
+    for clause in clauses:
+        if (isinstance(clause, fq.Leaf) and not clause.negate and clause.modifier in (None, "Patient")
+                and clause.param.type == "reference" and clause.param.code in codes
+                and len(clause.values) == 1 and (clause.values[0] == fq.RefQ("Patient", patient) or (
+                    clause.values[0] == fq.RefQ(None, patient) and tuple(clause.param.targets) == ("Patient",)))):
+            return True
+    return False
 
 
 def _uses_address(clauses: Any) -> bool:
