@@ -311,6 +311,9 @@ def _entities(ctx: AccessContext, patients: list[str], only: str | None, action:
         if key in seen:
             continue
         seen.add(key)
+        if len(out) >= MAX_ENTITIES:
+            out.append(None)        # only counted: entities past the cap are never written
+            continue
         out.append(_query_entity(t, prefix) if t.query is not None else _resource_entity(t, action, prefix))
     if not seen:
         request = _request_entity(ctx)

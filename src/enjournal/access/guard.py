@@ -423,11 +423,15 @@ class GuardedRepository:
     @contextlib.contextmanager
     def unit(self) -> Iterator["GuardedUnit"]:
         ctx = self.guard.ctx()
+        start = len(ctx.touched)
         with self.store.unit() as inner:
             unit = GuardedUnit(self.guard, inner, ctx)
             yield unit
             if unit.wrote and self.guard.audit is not None:
-                self.guard.audit.record_in(inner, ctx)
+                # this unit's record holds what this unit touched; a context that spans many
+                # units (an import, the demo loader) does not repeat earlier units' resources
+                self.guard.audit.record_in(inner, dataclasses.replace(ctx, touched=ctx.touched[start:]))
+                del ctx.touched[start:]
                 ctx.written = True
 
 
