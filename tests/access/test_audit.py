@@ -137,7 +137,7 @@ def test_a_citizen_is_their_patient_and_no_fodselsnummer_is_written():
 
 
 def test_a_failed_citizen_request_leaks_no_fodselsnummer_either():
-    ctx = context(citizen(), Attestation(on_behalf_of=FNR), None, path=f"/Patient/{FNR}", status=404,
+    ctx = context(citizen(), Attestation(patient=FNR), None, path=f"/Patient/{FNR}", status=404,
                   query=f"x={FNR}")
     ctx.denied = Decision(False, "not found", status=404)
     rows = event_rows(ctx, NOW)
@@ -149,7 +149,7 @@ def test_a_failed_citizen_request_leaks_no_fodselsnummer_either():
 
 
 def test_a_parent_is_shown_by_name_and_role():
-    ctx = context(citizen(), Attestation(on_behalf_of="Patient/child"), "child")
+    ctx = context(citizen(), Attestation(patient="Patient/child"), "child")
     ctx.touched.append(Touched("Observation", "o1", 1, "child", "R"))
     ctx.basis = Decision(True, "parent of a child under 12", "parent", 200)
     event = build_event(ctx, NOW)

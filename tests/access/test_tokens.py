@@ -502,7 +502,6 @@ def test_system():
                                "scope": "system/*.rs", "exp": NOW, HELSEID_ORG_PARENT: "910000006"})
     assert (p.kind, p.client_id, p.subject, p.org, p.org_parent) == (
         SYSTEM, "registry-client", "registry-client", "910000006", "910000006")
-    assert p.label == "system registry-client"
     assert principal_from_claims({"azp": "app", "sub": "s1"}, "x").client_id == "app"
     assert principal_from_claims({"sub": "svc"}, "x").client_id == "svc"
     unauthorized({"iss": "x", "scope": "system/*.rs"}, "no client")

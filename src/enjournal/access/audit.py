@@ -142,7 +142,7 @@ class EventBuilder:
         basis = ctx.basis
         key = (id(principal), parts, ctx.interaction, ctx.client_address, bool(ctx.emergency),
                basis.basis if basis is not None else None, basis.reason if basis is not None else None,
-               subject.attestation.on_behalf_of if subject is not None else None,
+               subject.attestation.patient if subject is not None else None,
                subject.patient_id if principal is not None and principal.kind == CITIZEN else None)
         hit = self._heads.get(key)
         if hit is not None and hit[0] is principal:
@@ -278,7 +278,9 @@ def _citizen_ref(ctx: AccessContext) -> dict:
     display name only. Never the fødselsnummer."""
     subject = ctx.subject
     name = subject.principal.name or "citizen"
-    own = subject.attestation.on_behalf_of is None and (ctx.basis is None or ctx.basis.basis == "own-record")
+    # bound to their own record unless they named someone in X-Patient (acting for them)
+    named = subject.attestation.patient
+    own = named in (None, subject.principal.pid) and (ctx.basis is None or ctx.basis.basis == "own-record")
     if own and subject.patient_id:
         return {"reference": f"Patient/{subject.patient_id}", "display": name}
     return {"display": name}

@@ -44,15 +44,6 @@ class Principal:
     claims_reason: str | None = None     # emergency reason from the token
     token_id: str = ""              # jti, for the audit record
 
-    @property
-    def label(self) -> str:
-        """Who, for audit records and messages, without personal identifiers."""
-        if self.kind == PERSONNEL:
-            return f"{self.name or 'health personnel'} (HPR {self.hpr or '?'})"
-        if self.kind == SYSTEM:
-            return f"system {self.client_id or self.subject}"
-        return self.name or "citizen"
-
 
 @dataclass(frozen=True)
 class Attestation:
@@ -61,7 +52,6 @@ class Attestation:
     patient: str | None = None      # "Patient/<id>" or a fødselsnummer / D-number as given
     reason: str | None = None       # required for ETREAT and BTG
     consent_declared: bool = False  # the patient consented (needed for restricted sections)
-    on_behalf_of: str | None = None  # citizen acting for another person ("Patient/<id>" or fnr)
 
     @property
     def emergency(self) -> bool:

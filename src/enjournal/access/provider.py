@@ -25,6 +25,8 @@ from joserfc.jwk import ECKey, KeySet
 
 from .. import errors
 from ..fhir import norway
+from .claims import (HELSEID_HPR, HELSEID_ORG_CHILD, HELSEID_ORG_PARENT, HELSEID_PID, HELSEID_SECURITY_LEVEL,
+                     TRUST_FRAMEWORK_TYPE)
 from .context import system_context, use
 from .principal import CITIZEN, PERSONNEL, PURPOSES, SYSTEM
 
@@ -32,15 +34,10 @@ KEY_SETTING = "idp.signing_key"
 SECRET_SETTING = "idp.client_secret"
 ALGORITHM = "ES256"
 
-# HelseID claim names (https://utviklerportal.nhn.no/informasjonstjenester/helseid)
-HELSEID_PID = "helseid://claims/identity/pid"
-HELSEID_HPR = "helseid://claims/hpr/hpr_number"
-HELSEID_SECURITY_LEVEL = "helseid://claims/identity/security_level"
+# HelseID claim names (https://utviklerportal.nhn.no/informasjonstjenester/helseid): the ones
+# verification reads come from claims.py, so the provider writes exactly what is read
 HELSEID_ASSURANCE_LEVEL = "helseid://claims/identity/assurance_level"
-HELSEID_ORG_PARENT = "helseid://claims/client/claims/orgnr_parent"
-HELSEID_ORG_CHILD = "helseid://claims/client/claims/orgnr_child"
 # The trust framework's structured attestation (tillitsrammeverk, RFC 9396 authorization details)
-TRUST_FRAMEWORK_TYPE = "nhn:tillitsrammeverk:parameters"
 PURPOSE_OF_USE_SYSTEM = "urn:oid:2.16.840.1.113883.1.11.20448"
 IDPORTEN_LOA_HIGH = "idporten-loa-high"
 
