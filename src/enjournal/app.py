@@ -48,7 +48,8 @@ class Platform:
         self.settings = settings
         self.registry = Registry.default()
         # the store itself; everything else reaches data through the guarded ``repo``
-        self.store = open_repository(settings.database, self.registry, clock=clock, new_id=new_id)
+        self.store = open_repository(settings.database, self.registry, clock=clock, new_id=new_id,
+                                     pool_min=settings.db_pool_min, pool_max=settings.db_pool_max)
         self.facts = FactsLoader(self.store)
         self.audit = AuditLog(self.store)
         self.guard = Guard(self.store, self.facts, self.audit, emergency_minutes=settings.emergency_access_minutes)

@@ -73,8 +73,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .app import Platform
-    Platform(_settings(args)).close()
-    print("schema is up to date")
+    from .store import schema_version
+    settings = _settings(args)
+    Platform(settings).close()
+    print(f"schema is up to date (version {schema_version(settings.database)})")
     return 0
 
 
@@ -125,7 +127,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .access.audit import verify
     from .fhir.searchparams import Registry
     from .store import open_repository
-    from .store.sqlite.repository import _path_of
+    from .store.sqlite.repository import path_of as _path_of
     settings = _settings(args)
     try:
         if settings.database.startswith("sqlite:") and not os.path.exists(_path_of(settings.database)):
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p = sub.add_parser("migrate", help="create or upgrade the database schema (SQLite or PostgreSQL)")
     _add_settings(p, ["database"])
     p.set_defaults(func=cmd_migrate)
 

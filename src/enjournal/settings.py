@@ -34,7 +34,10 @@ def _bool(text: str) -> bool:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("database", str, "sqlite:///enjournal.db",
-            "Database URL: sqlite:///PATH (relative) or sqlite:////abs/PATH"),
+            "Database URL: sqlite:///PATH (relative), sqlite:////abs/PATH, or postgresql://USER@HOST:PORT/DB "
+            "(also read from ENJOURNAL_DATABASE_URL)"),
+    Setting("db_pool_min", int, 2, "PostgreSQL: connections each process keeps open"),
+    Setting("db_pool_max", int, 16, "PostgreSQL: most connections each process opens"),
     Setting("host", str, "127.0.0.1", "Interface the HTTP server listens on"),
     Setting("port", int, 8080, "Port the HTTP server listens on"),
     Setting("workers", int, 1, "HTTP worker processes (each opens its own database connections)"),
@@ -67,6 +70,8 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 @dataclass(frozen=True)
 class Settings:
     database: str = "sqlite:///enjournal.db"
+    db_pool_min: int = 2
+    db_pool_max: int = 16
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1

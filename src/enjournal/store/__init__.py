@@ -1,4 +1,5 @@
-"""Persistence behind one Repository protocol; ``sqlite/`` (and later ``postgres/``) implement it.
+"""Persistence behind one Repository protocol; ``sqlite/`` and ``postgres/`` implement it
+(sharing ``sql/``).
 
 Only ``app.py`` and ``cli.py`` pick an implementation (``open_repository``).
 """
@@ -140,14 +141,30 @@ class Repository(Protocol):
 
 def open_repository(url: str, registry: Any, clock: Callable[[], int] | None = None,
                     new_id: Callable[[], str] | None = None, **options: Any) -> Repository:
-    """The repository for a database URL (``sqlite:///path``)."""
+    """The repository for a database URL (``sqlite:///PATH`` or ``postgresql://...``)."""
     if url.startswith("sqlite:"):
         from .sqlite.repository import SqliteRepository
+        options.pop("pool_min", None)
+        options.pop("pool_max", None)
         return SqliteRepository(url, registry, clock=clock, new_id=new_id, **options)
+    if url.startswith(("postgresql:", "postgres:")):
+        from .postgres.repository import PostgresRepository
+        options.pop("synchronous", None)
+        return PostgresRepository(url, registry, clock=clock, new_id=new_id, **options)
     from .. import errors
-    raise errors.Invalid(f"unsupported database URL '{url}': use sqlite:///PATH")
+    raise errors.Invalid(f"unsupported database URL '{url}': use sqlite:///PATH or postgresql://...", "database")
 
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def schema_version(url: str) -> int:
+    """The number of migrations the backend for ``url`` defines (what ``enjournal migrate``
+    brings a database to)."""
+    if url.startswith("sqlite:"):
+        from .sqlite.schema import MIGRATIONS
+    else:
+        from .postgres.schema import MIGRATIONS
+    return len(MIGRATIONS)

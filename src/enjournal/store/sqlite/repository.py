@@ -10,27 +10,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
-import uuid
-from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ... import errors
-from ...fhir import dates, jsonio
-from ...fhir import query as q
-from .. import (AUDIT_HEAD, GENESIS, AuditRow, FeedEntry, NewAuditRow, Page, Stored, audit_hash,
-                 iter_chunks, parse_head)
-from .rows import INSERT_SQL, add_rows, param_key, patient_of
-from .schema import INDEX_FORMAT, INDEX_TABLES, migrate
-from .search import SqlBuilder
+from ..sql.repository import SqlRepository, SqlUnit
+from ..sql.rows import COLUMNS
+from .schema import INDEX_FORMAT, migrate
 
-_COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
-_READ_SQL = ("SELECT r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r JOIN hist h ON h.seq = r.seq "
-             "WHERE r.type = ? AND r.id = ?")
+INSERT_SQL = {table: f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+              for table, cols in COLUMNS.items()}
 
 
-def _path_of(url: str) -> str:
+def path_of(url: str) -> str:
+    """The file path of a ``sqlite:///PATH`` URL."""
     if not url.startswith("sqlite:"):
         raise errors.Invalid(f"not a SQLite URL: {url}")
     path = url[len("sqlite:"):]
@@ -41,25 +34,38 @@ def _path_of(url: str) -> str:
     return path or ":memory:"
 
 
-class SqliteRepository:
+class _ThreadConnection:
+    """``with repo._reading() as conn``: the calling thread's own reader connection."""
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class SqliteRepository(SqlRepository):
     index_format = INDEX_FORMAT     # how index rows are keyed; a change reindexes on start
+    hints = True
+
     def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
                  new_id: Callable[[], str] | None = None, synchronous: str = "FULL"):
-        self.path = _path_of(url)
+        self.path = path_of(url)
         if self.path == ":memory:":
             raise errors.Invalid("an in-memory SQLite database cannot be shared; give a file path")
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        self.registry = registry
-        self.clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self.new_id = new_id or (lambda: str(uuid.uuid4()))
+        self._setup(registry, clock, new_id)
         self.synchronous = synchronous
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._writer = self._connect()
         migrate(self._writer)
-        self._pids: dict[str, int] = dict(self._writer.execute("SELECT url, pid FROM sp").fetchall())
-        self._last_updated = 0
+        self._pids = dict(self._writer.execute("SELECT url, pid FROM sp").fetchall())
 
     # -- connections -------------------------------------------------------------------
 
@@ -75,611 +81,31 @@ class SqliteRepository:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._connect()
-        return conn
+    def _reading(self) -> _ThreadConnection:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = _ThreadConnection(self._connect())
+        return reader
 
     def close(self) -> None:
         with self._write_lock:
             self._writer.close()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def pid_of(self, resource_type: str | None, param: Any) -> int | None:
-        """The id under which ``param``'s index rows for ``resource_type`` are stored."""
-        key = param_key(resource_type, param)
-        pid = self._pids.get(key)
-        if pid is None:
-            row = self._reader().execute("SELECT pid FROM sp WHERE url = ?", (key,)).fetchone()
-            if row:
-                pid = self._pids[key] = row[0]
-        return pid
-
-    # -- reads -------------------------------------------------------------------------
-
-    def read(self, type: str, id: str) -> Stored | None:
-        return _read(self._reader(), type, id)
-
-    def vread(self, type: str, id: str, version: int) -> Stored | None:
-        row = self._reader().execute(
-            "SELECT h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method, r.pat FROM res r "
-            "JOIN hist h ON h.rk = r.rk AND h.version = ? WHERE r.type = ? AND r.id = ?",
-            (version, type, id)).fetchone()
-        if row is None:
-            return None
-        return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
-
-    def search(self, query: q.SearchQuery) -> Page:
-        return _search(self._reader(), self.pid_of, self.clock(), query)
-
-    def load(self, keys: list) -> list[Stored]:
-        return _load(self._reader(), keys)
-
-    def includes(self, keys: list, includes: list) -> list:
-        """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
-        return _includes(self._reader(), self.pid_of, keys, includes)
-
-    def patients_of(self, keys: list) -> dict[int, tuple[str, str | None]]:
-        """key -> (type, patient) for the current resources among ``keys``."""
-        out: dict[int, tuple[str, str | None]] = {}
-        conn = self._reader()
-        for chunk in iter_chunks(keys, 500):
-            rows = conn.execute(f"SELECT rk, type, pat FROM res WHERE deleted = 0 AND rk IN "
-                                f"({','.join('?' * len(chunk))})", chunk)
-            out.update((rk, (t, p)) for rk, t, p in rows)
-        return out
-
-    def key_of(self, type: str, id: str) -> int | None:
-        row = self._reader().execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
-        return row[0] if row else None
-
-    def compartment_members(self, type: str, id: str) -> list[tuple[int, str, int, str]]:
-        """(key, type, parameter id, id) for each current resource referring to ``type/id``."""
-        return self._reader().execute(
-            "SELECT x.rk, r.type, x.pid, r.id FROM ix_ref x JOIN res r ON r.rk = x.rk "
-            "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0 ORDER BY x.rk", (id, type)).fetchall()
-
-    def referenced(self, keys: list, skip: set | None = None) -> list:
-        """Keys of current resources that the resources ``keys`` refer to, except the
-        (type, id) pairs in ``skip`` (e.g. what the caller already has)."""
-        conn = self._reader()
-        targets: set = set()
-        for chunk in iter_chunks(keys, 900):
-            targets.update(conn.execute(
-                f"SELECT DISTINCT ttype, tid FROM ix_ref WHERE rk IN ({','.join('?' * len(chunk))}) "
-                f"AND tid IS NOT NULL", chunk).fetchall())
-        targets -= skip or set()
-        out: set = set()
-        pairs = sorted(targets)
-        for chunk in iter_chunks(pairs, 400):
-            values = ",".join("(?,?)" for _ in chunk)
-            args = [v for pair in chunk for v in pair]
-            rows = conn.execute(f"SELECT r.rk FROM (VALUES {values}) v JOIN res r ON r.type = v.column1 "
-                                f"AND r.id = v.column2 WHERE r.deleted = 0", args)
-            out.update(row[0] for row in rows)
-        return sorted(out)
-
-    def filter_keys(self, keys: list, since: int | None, types: tuple | None) -> list:
-        """The keys whose resources changed at or after ``since`` and are of one of ``types``."""
-        keep: set = set()
-        conn = self._reader()
-        for chunk in iter_chunks(keys, 900):
-            sql = f"SELECT rk FROM res WHERE rk IN ({','.join('?' * len(chunk))})"
-            args = list(chunk)
-            if since is not None:
-                sql += " AND updated >= ?"
-                args.append(since)
-            if types is not None:
-                sql += f" AND type IN ({','.join('?' * len(types))})"
-                args.extend(types)
-            keep.update(row[0] for row in conn.execute(sql, args))
-        return [k for k in keys if k in keep]
-
-    def history(self, type: str | None, id: str | None, since: int | None, at: tuple[int, int] | None,
-                count: int, offset: int) -> tuple[list[Stored], int]:
-        conds, args = [], []
-        if type is not None:
-            conds.append("r.type = ?")
-            args.append(type)
-        if id is not None:
-            conds.append("r.id = ?")
-            args.append(id)
-        if since is not None:
-            conds.append("h.updated >= ?")
-            args.append(since)
-        if at is not None:
-            conds.append("h.updated <= ? AND NOT EXISTS (SELECT 1 FROM hist h2 WHERE h2.rk = h.rk "
-                         "AND h2.version > h.version AND h2.updated <= ?)")
-            args.extend([at[1], at[0]])
-        where = (" WHERE " + " AND ".join(conds)) if conds else ""
-        conn = self._reader()
-        total = conn.execute(f"SELECT COUNT(*) FROM hist h JOIN res r ON r.rk = h.rk{where}", args).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT r.type, r.id, h.version, h.updated, h.body IS NULL, h.body, h.seq, h.method, r.pat "
-            f"FROM hist h JOIN res r ON r.rk = h.rk{where} ORDER BY h.seq DESC LIMIT ? OFFSET ?",
-            args + [count, offset]).fetchall()
-        return [Stored(t, i, v, u, bool(d), b, s, m, p) for t, i, v, u, d, b, s, m, p in rows], total
-
-    def feed(self, after: int, limit: int) -> list[FeedEntry]:
-        return _feed(self._reader(), after, limit)
-
-    def cursor(self, name: str) -> int:
-        row = self._reader().execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
-
-    def bodies_of_type(self, type: str) -> list[bytes]:
-        return _bodies_of_type(self._reader(), type)
-
-    def get_setting(self, name: str) -> str | None:
-        row = self._reader().execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
-
-    def is_empty(self) -> bool:
-        return self._reader().execute("SELECT 1 FROM res LIMIT 1").fetchone() is None
-
-    def type_counts(self) -> dict[str, int]:
-        rows = self._reader().execute("SELECT type, COUNT(*) FROM res WHERE deleted = 0 GROUP BY type")
-        return dict(rows.fetchall())
-
-    # -- writes ------------------------------------------------------------------------
+        reader = getattr(self._local, "reader", None)
+        if reader is not None:
+            reader.conn.close()
+            self._local.reader = None
 
     @contextmanager
-    def unit(self) -> Iterator["SqliteUnit"]:
-        """One atomic transaction: commits when the block ends, rolls back on any exception."""
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            unit = SqliteUnit(self, conn)
-            try:
-                yield unit
-                unit.flush()
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                self._pids = {k: v for k, v in self._pids.items() if v not in unit.new_pids}
-                for hook in unit.rollback_hooks:
-                    hook()
-                raise
-            self._last_updated = max(self._last_updated, unit.last_updated)
-
-    # -- audit log and emergency grants (access/audit.py, access/guard.py) ------------------
-
-    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]:
-        """Append audit rows in a transaction of their own, chained after the current head
-        (read inside the transaction, so the chain stays linear across threads and
-        processes); returns the new head (seq, hash). Must not be called from inside a unit."""
-        if not rows:
-            return parse_head(self.get_setting(AUDIT_HEAD)) or (0, GENESIS)
+    def _transaction(self, audit: bool = False) -> Iterator[sqlite3.Connection]:
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
-                head = _append_audit(conn, rows)
-                conn.execute("COMMIT")
+                yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return head
+            conn.execute("COMMIT")
 
-    def audit_rows(self, after_seq: int, limit: int) -> list[AuditRow]:
-        """Audit rows with seq > ``after_seq`` in seq order, at most ``limit``."""
-        return [AuditRow(*_audit_row(r)) for r in self._reader().execute(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))]
-
-    def audit_get(self, seq: int) -> AuditRow | None:
-        row = self._reader().execute(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE seq = ?", (seq,)).fetchone()
-        return AuditRow(*_audit_row(row)) if row else None
-
-    def audit_for_patient(self, patient: str, count: int, offset: int = 0,
-                          since: int | None = None) -> list[AuditRow]:
-        """The audit rows concerning ``patient``, newest first (the citizen's access log)."""
-        return self.audit_search(patient=patient, since=since, count=count, offset=offset)
-
-    def audit_search(self, patient: str | None = None, agent: str | None = None, since: int | None = None,
-                     until: int | None = None, emergency: bool | None = None, count: int = 100,
-                     offset: int = 0) -> list[AuditRow]:
-        """Audit rows newest first, filtered by patient, agent (an HPR number, organisation
-        number, client id or ``Patient/<id>`` of any agent), recorded time [since, until]
-        (epoch ms) and emergency flag. Filtering by agent reads the event bodies."""
-        conds, args = [], []
-        if patient is not None:
-            conds.append("patient = ?")
-            args.append(patient)
-        if since is not None:
-            conds.append("recorded >= ?")
-            args.append(since)
-        if until is not None:
-            conds.append("recorded <= ?")
-            args.append(until)
-        if emergency is not None:
-            conds.append("emergency = ?")
-            args.append(1 if emergency else 0)
-        if agent is not None:
-            conds.append("EXISTS (SELECT 1 FROM json_each(CAST(body AS TEXT), '$.agent') a WHERE "
-                         "json_extract(a.value, '$.who.identifier.value') = ? OR "
-                         "json_extract(a.value, '$.who.reference') = ? OR json_extract(a.value, '$.altId') = ?)")
-            args.extend([agent, agent, agent])
-        where = (" WHERE " + " AND ".join(conds)) if conds else ""
-        rows = self._reader().execute(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            args + [count, offset])
-        return [AuditRow(*_audit_row(r)) for r in rows]
-
-    def grants(self, patient: str) -> list[tuple[str, int, str]]:
-        """The emergency-access grants recorded for ``patient``: (hpr, until epoch ms, reason),
-        expired ones included (the policy tells the two apart), oldest first."""
-        return self._reader().execute(
-            "SELECT hpr, until, reason FROM access_grant WHERE patient = ? ORDER BY until, rowid",
-            (patient,)).fetchall()
-
-    def _pid_for_write(self, conn: sqlite3.Connection, url: str, unit: "SqliteUnit") -> int:
-        pid = self._pids.get(url)
-        if pid is None:
-            row = conn.execute("SELECT pid FROM sp WHERE url = ?", (url,)).fetchone()
-            if row:
-                pid = row[0]
-            else:
-                pid = conn.execute("INSERT INTO sp (url) VALUES (?)", (url,)).lastrowid
-                unit.new_pids.add(pid)
-            self._pids[url] = pid
-        return pid
-
-
-class SqliteUnit:
-    """Reads and writes inside one ``BEGIN IMMEDIATE`` transaction.
-
-    The unit holds the write lock, so it hands out row keys and feed positions itself and
-    buffers new rows (resources, versions, index rows), writing them with ``executemany``
-    before anything in the unit reads the database and at commit. ``state`` remembers what
-    the unit wrote, so most writes need no read at all."""
-
-    def __init__(self, repo: SqliteRepository, conn: sqlite3.Connection):
-        self.repo = repo
-        self.conn = conn
-        self.pending: dict[str, list] = defaultdict(list)
-        self.new_pids: set[int] = set()
-        self.last_updated = 0
-        self.next_seq = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM hist").fetchone()[0] + 1
-        self.next_rk = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0] + 1
-        self.tx = self.next_seq
-        self.state: dict[tuple[str, str], tuple[int, int, bool]] = {}   # (type, id) -> (rk, version, deleted)
-        self._pending_rks: set[int] = set()      # resources with rows still in the buffers
-        self._param_urls: dict[tuple[str, str], str] = {}
-        self.rollback_hooks: list = []
-
-    def on_rollback(self, hook) -> None:
-        self.rollback_hooks.append(hook)
-
-    def bodies_of_type(self, type: str) -> list[bytes]:
-        self.flush()
-        return _bodies_of_type(self.conn, type)
-
-    def set_setting(self, name: str, value: str) -> None:
-        self.conn.execute("INSERT INTO setting (name, value) VALUES (?, ?) "
-                          "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
-
-    def reindex(self, types: tuple | None) -> int:
-        """Rebuild the search index of every current resource of ``types`` (None: all)."""
-        self.flush()
-        self._param_urls.clear()
-        sql = "SELECT r.rk, r.type, r.id, h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.deleted = 0"
-        args: list = []
-        if types is not None:
-            if not types:
-                return 0
-            sql += f" AND r.type IN ({','.join('?' * len(types))})"
-            args.extend(types)
-        count = 0
-        for rk, type_, id_, body in self.conn.execute(sql, args).fetchall():
-            for table in INDEX_TABLES:
-                self.conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
-            values = self.repo.registry.extract(jsonio.loads(body))
-            self.conn.execute("UPDATE res SET pat = ? WHERE rk = ?", (_patient(type_, id_, values), rk))
-            self._index(rk, type_, None, values)
-            self._pending_rks.add(rk)
-            count += 1
-            if len(self.pending["ix_tok"]) > 50_000:
-                self.flush()
-        self.flush()
-        return count
-
-    def fresh_id(self) -> str:
-        return self.repo.new_id()
-
-    def now(self) -> int:
-        now = max(self.repo.clock(), self.repo._last_updated, self.last_updated)
-        self.last_updated = now
-        return now
-
-    def read(self, type: str, id: str) -> Stored | None:
-        # only a resource this unit wrote can have rows still in the buffers; any other
-        # read sees the database as it is, and the buffers keep batching
-        known = self.state.get((type, id))
-        if known is not None and known[0] in self._pending_rks:
-            self.flush()
-        return _read(self.conn, type, id)
-
-    def exists(self, type: str, id: str) -> bool:
-        known = self.state.get((type, id))
-        if known is not None:
-            return not known[2]
-        row = self.conn.execute("SELECT deleted FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
-        return row is not None and not row[0]
-
-    def search(self, query: q.SearchQuery) -> Page:
-        self.flush()
-        return _search(self.conn, self.repo.pid_of, self.repo.clock(), query)
-
-    def load(self, keys: list) -> list[Stored]:
-        self.flush()
-        return _load(self.conn, keys)
-
-    def put(self, type: str, id: str, resource: dict | None, method: str,
-            expected_version: int | None = None, values: list | None = None) -> Stored:
-        """Write a new version of ``type/id`` (``resource`` None deletes). The resource's
-        ``meta.versionId`` and ``meta.lastUpdated`` are set here. Raises PreconditionFailed
-        when ``expected_version`` is given and is not the current version. ``values``: the
-        resource's index values when the caller extracted them already (outside the lock)."""
-        conn = self.conn
-        key = (type, id)
-        row = self.state.get(key)
-        if row is None:
-            row = conn.execute("SELECT rk, version, deleted FROM res WHERE type = ? AND id = ?", key).fetchone()
-        if expected_version is not None:
-            current = row[1] if row and not row[2] else None
-            if current != expected_version:
-                raise errors.PreconditionFailed(
-                    f"{type}/{id} is at version {current if current is not None else 'none'}, "
-                    f"not {expected_version} (If-Match)")
-        version = row[1] + 1 if row else 1
-        updated = self.now()
-        deleted = resource is None
-        body = None
-        if resource is not None:
-            meta = dict(resource.get("meta") or {})
-            meta["versionId"] = str(version)
-            meta["lastUpdated"] = dates.to_instant(updated)
-            resource["meta"] = meta
-            resource["id"] = id
-            body = jsonio.dumps(resource)
-        seq = self.next_seq
-        self.next_seq += 1
-        if resource is not None and values is None:
-            values = self.repo.registry.extract(resource)
-        patient = _patient(type, id, values) if resource is not None else None
-        if row is None:
-            rk = self.next_rk
-            self.next_rk += 1
-            self.pending["res"].append((rk, type, id, version, seq, updated, deleted, patient))
-        else:
-            rk = row[0]
-            if rk in self._pending_rks:
-                self.flush()
-            if not row[2]:
-                for table in INDEX_TABLES:
-                    conn.execute(f"DELETE FROM {table} WHERE rk = ?", (rk,))
-            if deleted:      # a deleted resource keeps its patient: its history stays theirs
-                conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 1 WHERE rk = ?",
-                             (version, seq, updated, rk))
-            else:
-                conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 0, pat = ? WHERE rk = ?",
-                             (version, seq, updated, patient, rk))
-        self.pending["hist"].append((seq, rk, version, updated, method, self.tx, body))
-        self._pending_rks.add(rk)
-        self.state[key] = (rk, version, deleted)
-        if resource is not None:
-            self._index(rk, type, resource, values)
-        return Stored(type, id, version, updated, deleted, body, seq, method, patient)
-
-    def _index(self, rk: int, type: str, resource: dict | None, values: list | None = None) -> None:
-        registry = self.repo.registry
-        urls = self._param_urls
-        pending = self.pending
-        if values is None:
-            values = registry.extract(resource)
-        patient = patient_of(values) if type != "Patient" else None
-        for code, value in values:
-            if code in _COLUMN_PARAMS:
-                continue
-            url = urls.get((type, code))
-            if url is None:
-                param = registry.get(type, code)
-                url = urls[(type, code)] = param_key(type, param) if param is not None else f"{type}.{code}"
-            add_rows(pending, self.repo._pid_for_write(self.conn, url, self), rk, value, patient)
-
-    def flush(self) -> None:
-        """Write the buffered rows: resources and versions first, then index rows."""
-        pending = self.pending
-        if not pending:
-            return
-        for table in ("res", "hist"):
-            rows = pending.pop(table, None)
-            if rows:
-                self.conn.executemany(INSERT_SQL[table], rows)
-        for table, rows in pending.items():
-            if rows:
-                self.conn.executemany(INSERT_SQL[table], rows)
-        pending.clear()
-        self._pending_rks.clear()
-
-    def get_cursor(self, name: str) -> int:
-        row = self.conn.execute("SELECT seq FROM cursor WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else 0
-
-    def feed(self, after: int, limit: int) -> list[FeedEntry]:
-        self.flush()
-        return _feed(self.conn, after, limit)
-
-    def set_cursor(self, name: str, seq: int) -> None:
-        self.conn.execute("INSERT INTO cursor (name, seq) VALUES (?, ?) "
-                          "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq", (name, seq))
-
-    def append_audit(self, rows: list[NewAuditRow]) -> tuple[int, bytes]:
-        """Append audit rows inside this unit: they commit (or roll back) with its writes."""
-        if not rows:
-            return parse_head(_setting(self.conn, AUDIT_HEAD)) or (0, GENESIS)
-        return _append_audit(self.conn, rows)
-
-    def add_grant(self, patient: str, hpr: str, until_ms: int, reason: str, created_ms: int) -> None:
-        """Record emergency access for health person ``hpr`` to ``patient`` until ``until_ms``."""
-        if not patient or not hpr:
-            raise errors.Invalid("an emergency-access grant needs a patient and an HPR number")
-        self.conn.execute("INSERT INTO access_grant (patient, hpr, until, reason, created) VALUES (?, ?, ?, ?, ?)",
-                          (patient, hpr, until_ms, reason or "", created_ms))
-
-
-# -- shared query helpers (used by the repository and by units) ----------------------------
-
-_AUDIT_COLUMNS = "seq, recorded, patient, emergency, body, prev, hash"
-_AUDIT_CHUNK = 200     # rows per INSERT statement (7 parameters each)
-
-
-def _audit_row(row: tuple) -> tuple:
-    seq, recorded, patient, emergency, body, prev, hash_ = row
-    return seq, recorded, patient, bool(emergency), bytes(body), bytes(prev), bytes(hash_)
-
-
-def _setting(conn: sqlite3.Connection, name: str) -> str | None:
-    row = conn.execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
-    return row[0] if row else None
-
-
-def _append_audit(conn: sqlite3.Connection, rows: list[NewAuditRow]) -> tuple[int, bytes]:
-    """Chain ``rows`` after the head and insert them; the caller holds the write lock in a
-    transaction. The head setting is the chain's end, so rows deleted at the end leave a gap
-    that verification finds; seq stays above any row present (a forged row blocks nothing)."""
-    head = parse_head(_setting(conn, AUDIT_HEAD))
-    last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    if head is None:
-        head = (last[0], bytes(last[1])) if last else (0, GENESIS)
-    seq, prev = head
-    if last is not None and last[0] > seq:
-        seq = last[0]
-    out = []
-    for recorded, patient, emergency, body in rows:
-        seq += 1
-        digest = audit_hash(prev, seq, body)
-        out.append((seq, recorded, patient, 1 if emergency else 0, body, prev, digest))
-        prev = digest
-    # many rows per statement: one sqlite3_step (which runs without the GIL) inserts a
-    # chunk, so the audit thread does not contend with request threads for the GIL per row
-    for chunk in iter_chunks(out, _AUDIT_CHUNK):
-        conn.execute("INSERT INTO audit (seq, recorded, patient, emergency, body, prev, hash) VALUES "
-                     + ",".join(("(?,?,?,?,?,?,?)",) * len(chunk)), [v for row in chunk for v in row])
-    conn.execute("INSERT INTO setting (name, value) VALUES (?, ?) "
-                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (AUDIT_HEAD, f"{seq}:{prev.hex()}"))
-    return seq, prev
-
-def _patient(type: str, id: str, values: list) -> str | None:
-    """The patient a resource belongs to (``res.pat``): a Patient itself, else ``patient_of``."""
-    return id if type == "Patient" else patient_of(values)
-
-
-def _read(conn: sqlite3.Connection, type: str, id: str) -> Stored | None:
-    row = conn.execute(_READ_SQL, (type, id)).fetchone()
-    if row is None:
-        return None
-    return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], patient=row[5])
-
-
-def _bodies_of_type(conn: sqlite3.Connection, type: str) -> list[bytes]:
-    return [row[0] for row in conn.execute(
-        "SELECT h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.type = ? AND r.deleted = 0 ORDER BY r.rk",
-        (type,))]
-
-
-def _feed(conn: sqlite3.Connection, after: int, limit: int) -> list[FeedEntry]:
-    rows = conn.execute(
-        "SELECT h.seq, r.type, r.id, h.version, h.method, h.updated, h.tx FROM hist h "
-        "JOIN res r ON r.rk = h.rk WHERE h.seq > ? ORDER BY h.seq LIMIT ?", (after, limit)).fetchall()
-    return [FeedEntry(*row) for row in rows]
-
-
-def _search(conn: sqlite3.Connection, pid_of, now_ms: int, query: q.SearchQuery) -> Page:
-    """One page of keys. Paging is stable: the first page fixes a snapshot (the largest key
-    then), later pages never see resources created after it."""
-    builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0])
-    snapshot = query.snapshot
-    if snapshot is None:
-        snapshot = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0]
-    where, args = builder.where(query, snapshot=snapshot)
-    total = None
-    if query.count == 0 or query.summary == "count":
-        total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
-        return Page([], total, False, snapshot)
-    order, order_args = builder.order_by(query)
-    rows = conn.execute(f"SELECT r.rk FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                        args + order_args + [query.count + 1, query.offset]).fetchall()
-    has_more = len(rows) > query.count
-    keys = [row[0] for row in rows[:query.count]]
-    if query.total in ("accurate", "estimate"):
-        total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
-    elif not has_more:
-        total = query.offset + len(keys) if (keys or query.offset == 0) else None
-    return Page(keys, total, has_more, snapshot)
-
-
-def _load(conn: sqlite3.Connection, keys: list) -> list[Stored]:
-    found: dict[int, Stored] = {}
-    for chunk in iter_chunks(keys, 500):
-        rows = conn.execute(
-            f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r "
-            f"JOIN hist h ON h.seq = r.seq WHERE r.rk IN ({','.join('?' * len(chunk))})", chunk)
-        for rk, t, i, v, u, d, b, s, p in rows:
-            found[rk] = Stored(t, i, v, u, bool(d), b, s, patient=p)
-    return [found[k] for k in keys if k in found]
-
-
-def _includes(conn: sqlite3.Connection, pid_of, keys: list, includes: list) -> list:
-    """Keys of resources that ``_include``/``_revinclude`` add to a page (iterating where asked)."""
-    seen = set(keys)
-    added: list = []
-    frontier = list(keys)
-    first = True
-    for _round in range(5):
-        new: list = []
-        for inc in includes:
-            if not first and not inc.iterate:
-                continue
-            new.extend(_include_once(conn, pid_of, frontier, inc))
-        fresh = [k for k in dict.fromkeys(new) if k not in seen]
-        if not fresh:
-            break
-        seen.update(fresh)
-        added.extend(fresh)
-        frontier = fresh
-        first = False
-        if not any(inc.iterate for inc in includes):
-            break
-    return added
-
-
-def _include_once(conn: sqlite3.Connection, pid_of, keys: list, inc: q.Include) -> list:
-    out: list = []
-    pid = pid_of(inc.source_type, inc.param) if inc.param is not None else None
-    if inc.param is not None and pid is None:
-        return out
-    for chunk in iter_chunks(keys, 500):
-        marks = ",".join("?" * len(chunk))
-        if not inc.reverse:
-            sql = (f"SELECT t.rk FROM ix_ref x JOIN res s ON s.rk = x.rk JOIN res t ON t.type = x.ttype "
-                   f"AND t.id = x.tid WHERE x.rk IN ({marks}) AND t.deleted = 0")
-        else:
-            sql = (f"SELECT s.rk FROM res t JOIN ix_ref x ON x.tid = t.id AND x.ttype = t.type "
-                   f"JOIN res s ON s.rk = x.rk WHERE t.rk IN ({marks}) AND s.deleted = 0")
-        args = list(chunk)
-        if inc.source_type is not None:       # None: "_include=*", references of any type
-            sql += " AND s.type = ?"
-            args.append(inc.source_type)
-        if pid is not None:
-            sql += " AND x.pid = ?"
-            args.append(pid)
-        if inc.target_type is not None:
-            sql += " AND t.type = ?"
-            args.append(inc.target_type)
-        out.extend(row[0] for row in conn.execute(sql, args))
-    return out
+    def _write_rows(self, conn: sqlite3.Connection, table: str, rows: list, unit: SqlUnit) -> None:
+        conn.executemany(INSERT_SQL[table], rows)

@@ -34,8 +34,13 @@ class SqlBuilder:
     """Builds SQL for one search. ``pid_of(type, param)`` maps a search parameter to its id;
     ``count(sql, args)``, when given, runs the capped counts that choose the driving clause."""
 
-    def __init__(self, pid_of: Callable[[str | None, object], int | None], now_ms: int, count: Count | None = None):
+    def __init__(self, pid_of: Callable[[str | None, object], int | None], now_ms: int, count: Count | None = None,
+                 hints: bool = True):
         self.pid_of = pid_of
+        # SQLite's planner needs steering (INDEXED BY, a unary + to keep an index out of
+        # the plan); PostgreSQL's cost-based planner does not, and knows neither form
+        self.hints = hints
+        self._plus = "+" if hints else ""
         self.now_ms = now_ms
         self.count = count
         self._aliases = itertools.count(1)
@@ -74,9 +79,9 @@ class SqlBuilder:
         driver = self._patient_token(types, clauses) or self._driver(clauses)
         # with a driving seek, a unary + keeps SQLite from scanning the type index instead;
         # a bare listing of a common type is fastest read in key order, stopping at the page end
-        off = "+" if driver is not None and not isinstance(driver, (q.IdIn, q.Has)) else ""
+        off = self._plus if driver is not None and not isinstance(driver, (q.IdIn, q.Has)) else ""
         if driver is None and not clauses and key_order and len(types) == 1 and self._common(types[0]):
-            off = "+"
+            off = self._plus
         parts, args = [f"{alias}.deleted = 0"], []
         if len(types) == 1:
             parts.append(f"{off}{alias}.type = ?")
@@ -84,7 +89,7 @@ class SqlBuilder:
             parts.append(f"{off}{alias}.type IN ({_marks(types)})")
         args.extend(types)
         if snapshot is not None:
-            parts.append(f"{'+' if driver is not None else ''}{alias}.rk <= ?")
+            parts.append(f"{self._plus if driver is not None else ''}{alias}.rk <= ?")
             args.append(snapshot)
         if driver is not None:
             sql, a = self._seek(driver, alias)
@@ -125,7 +130,7 @@ class SqlBuilder:
     def _common(self, resource_type: str) -> bool:
         if self.count is None:
             return False
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM res WHERE type = ? LIMIT {ESTIMATE_CAP})"
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM res WHERE type = ? LIMIT {ESTIMATE_CAP}) AS n"
         return self.count(sql, [resource_type]) >= ESTIMATE_CAP
 
     def _driver(self, clauses: list):
@@ -166,7 +171,7 @@ class SqlBuilder:
         if not counted or self.count is None:
             return (ESTIMATE_CAP, rank)
         keys, args = self._keys(c)
-        return (self.count(f"SELECT COUNT(*) FROM ({keys} LIMIT {int(counted)})", args), rank)
+        return (self.count(f"SELECT COUNT(*) FROM ({keys} LIMIT {int(counted)}) AS n", args), rank)
 
     # -- seeks: the driving clause as keys from an index ---------------------------------
 
@@ -199,7 +204,7 @@ class SqlBuilder:
         for table, cond, a, _seekable in self._branches(c):
             if patient is not None:
                 for cp in (patient, "*"):
-                    parts.append(f"SELECT rk FROM ix_tok INDEXED BY ix_tok_cp WHERE pid = ? AND cp = ? AND {cond}")
+                    parts.append(f"SELECT rk FROM ix_tok{self._by('ix_tok_cp')} WHERE pid = ? AND cp = ? AND {cond}")
                     args.extend([pid, cp] + a)
                 continue
             parts.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
@@ -223,7 +228,7 @@ class SqlBuilder:
         if isinstance(c, q.IdIn):
             return f"{alias}.id IN ({_marks(c.ids)})", list(c.ids)
         if isinstance(c, q.TypeIn):
-            return f"+{alias}.type IN ({_marks(c.types)})", list(c.types)
+            return f"{self._plus}{alias}.type IN ({_marks(c.types)})", list(c.types)
         if isinstance(c, q.LastUpdated):
             ors, args = [], []
             for v in c.values:
@@ -238,19 +243,19 @@ class SqlBuilder:
                 parts.append(sql)
                 args.extend(a)
             if not parts:        # an empty OR matches nothing, an empty AND everything
-                return ("0", []) if isinstance(c, q.AnyOf) else ("1", [])
+                return ("1 = 0", []) if isinstance(c, q.AnyOf) else ("1 = 1", [])
             joiner = " OR " if isinstance(c, q.AnyOf) else " AND "
             return "(" + joiner.join(parts) + ")", args
         if isinstance(c, q.Chain):
             # follow the candidate's own reference(s) and probe the target found
             t = f"t{next(self._aliases)}"
             inner, a = self._probe(c.inner, t)
-            return (f"EXISTS (SELECT 1 FROM ix_ref x INDEXED BY ix_ref_rk JOIN res {t} ON {t}.type = x.ttype "
+            return (f"EXISTS (SELECT 1 FROM ix_ref x{self._by('ix_ref_rk')} JOIN res {t} ON {t}.type = x.ttype "
                     f"AND {t}.id = x.tid WHERE x.rk = {alias}.rk AND x.pid = ? AND x.ttype = ? "
                     f"AND {t}.deleted = 0 AND {inner})", [self._pid(c.param, c.resource_type), c.target_type] + a)
         if isinstance(c, q.Has):
             ids, args = self._has_ids(c)
-            return f"+{alias}.id IN ({ids})", args
+            return f"{self._plus}{alias}.id IN ({ids})", args
         raise errors.NotSupported(f"cannot search with {type(c).__name__}")
 
     def _probe_leaf(self, c: q.Leaf, alias: str) -> tuple[str, list]:
@@ -261,7 +266,7 @@ class SqlBuilder:
         parts, args = [], []
         for table in sorted(tables):
             conds = [(cond, a) for t, cond, a, _s in branches if t == table]
-            parts.append(f"EXISTS (SELECT 1 FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ? "
+            parts.append(f"EXISTS (SELECT 1 FROM {table}{self._by(table + '_rk')} WHERE rk = {alias}.rk AND pid = ? "
                          f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}))")
             args.append(self._pid(c.param, c.resource_type))
             for _cond, a in conds:
@@ -275,9 +280,12 @@ class SqlBuilder:
         is a value all the same (https://hl7.org/fhir/R4/search.html#modifiers)."""
         pid = self._pid(c.param, c.resource_type)
         tables = [TABLE_OF_TYPE[c.param.type]] + (["ix_tok"] if c.param.type == "reference" else [])
-        exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t} INDEXED BY {t}_rk WHERE rk = {alias}.rk AND pid = ?)"
+        exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t}{self._by(t + '_rk')} WHERE rk = {alias}.rk AND pid = ?)"
                              for t in tables)
         return (f"NOT ({exists})" if c.missing else f"({exists})"), [pid] * len(tables)
+
+    def _by(self, index: str) -> str:
+        return f" INDEXED BY {index}" if self.hints else ""
 
     def _pid(self, param, resource_type: str | None) -> int:
         pid = self.pid_of(resource_type, param)
@@ -470,7 +478,7 @@ class SqlBuilder:
             agg = "MAX(hi)" if key.descending else "MIN(lo)"
         else:
             agg = f"{'MAX' if key.descending else 'MIN'}({column})"
-        return f"SELECT {agg} FROM {table} INDEXED BY {table}_rk WHERE rk = {alias}.rk AND pid = ?", [self._pid(param, resource_type)]
+        return f"SELECT {agg} FROM {table}{self._by(table + '_rk')} WHERE rk = {alias}.rk AND pid = ?", [self._pid(param, resource_type)]
 
 
 def _marks(values) -> str:

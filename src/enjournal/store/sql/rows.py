@@ -4,19 +4,23 @@ from __future__ import annotations
 from ...fhir.index_values import (Composite, DateRange, IdentifierOfType, Number, Quantity, Reference,
                                   String, Token, Uri)
 
-INSERT_SQL = {
-    "res": "INSERT INTO res (rk, type, id, version, seq, updated, deleted, pat) VALUES (?,?,?,?,?,?,?,?)",
-    "hist": "INSERT INTO hist (seq, rk, version, updated, method, tx, body) VALUES (?,?,?,?,?,?,?)",
-    "ix_str": "INSERT INTO ix_str (pid, norm, exact, rk) VALUES (?,?,?,?)",
-    "ix_tok": "INSERT INTO ix_tok (pid, sys, code, text, rk, cp) VALUES (?,?,?,?,?,?)",
-    "ix_oft": "INSERT INTO ix_oft (pid, tsys, tcode, value, rk) VALUES (?,?,?,?,?)",
-    "ix_date": "INSERT INTO ix_date (pid, lo, hi, rk) VALUES (?,?,?,?)",
-    "ix_num": "INSERT INTO ix_num (pid, v, lo, hi, sys, code, unit, rk) VALUES (?,?,?,?,?,?,?,?)",
-    "ix_ref": "INSERT INTO ix_ref (pid, ttype, tid, url, rk) VALUES (?,?,?,?,?)",
-    "ix_uri": "INSERT INTO ix_uri (pid, uri, rk) VALUES (?,?,?)",
-    "ix_comp": ("INSERT INTO ix_comp (pid, a_sys, a_code, b_sys, b_code, b_lo, b_hi, c_lo, c_hi, rk) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?)"),
+# the columns of each table's rows as ``add_rows`` and the units build them (a backend may
+# add its own, e.g. PostgreSQL's distribution key)
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "res": ("rk", "type", "id", "version", "seq", "updated", "deleted", "pat"),
+    "hist": ("seq", "rk", "version", "updated", "method", "tx", "body"),
+    "ix_str": ("pid", "norm", "exact", "rk"),
+    "ix_tok": ("pid", "sys", "code", "text", "rk", "cp"),
+    "ix_oft": ("pid", "tsys", "tcode", "value", "rk"),
+    "ix_date": ("pid", "lo", "hi", "rk"),
+    "ix_num": ("pid", "v", "lo", "hi", "sys", "code", "unit", "rk"),
+    "ix_ref": ("pid", "ttype", "tid", "url", "rk"),
+    "ix_uri": ("pid", "uri", "rk"),
+    "ix_comp": ("pid", "a_sys", "a_code", "b_sys", "b_code", "b_lo", "b_hi", "c_lo", "c_hi", "rk"),
 }
+INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
+RK_COLUMN = {table: columns.index("rk") for table, columns in COLUMNS.items()}
+
 
 def param_key(resource_type: str | None, param) -> str:
     """The key a parameter's index rows are stored under. Parameters defined on Resource or

@@ -1,0 +1,201 @@
+"""The Repository on PostgreSQL, with psycopg 3 and a connection pool.
+
+It shares its statements with SQLite (``store/sql``); what differs is here:
+
+- Connections come from a ``psycopg_pool.ConnectionPool`` in autocommit mode; reads take
+  one for a few statements, a unit of work one for its transaction.
+- A unit of work takes a transaction-scoped advisory lock (``WRITE_LOCK``) first, as
+  SQLite's ``BEGIN IMMEDIATE`` does: writers run one at a time in every process, so row
+  keys and change-feed positions follow commit order, a conditional create's search and
+  insert are atomic, and If-Match compares with the committed version. Readers never wait
+  (MVCC). Appending to the audit chain takes ``AUDIT_LOCK`` only.
+- Buffered rows are written with COPY, each with its patient key ``pk`` (schema.py).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Callable, Iterator
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ... import errors
+from ..sql.repository import SqlRepository, SqlUnit
+from ..sql.rows import COLUMNS, INDEX_TABLES, RK_COLUMN
+from .schema import AUDIT_LOCK, INDEX_FORMAT, MAX_INDEX_TEXT, WRITE_LOCK, migrate, patient_key
+
+COPY_SQL = {table: f"COPY {table} (pk, {', '.join(cols)}) FROM STDIN" for table, cols in COLUMNS.items()}
+COPY_SQL["ident"] = "COPY ident (type, id, pk, rk) FROM STDIN"
+# the text columns of each index table that sit in a btree index (cut to MAX_INDEX_TEXT)
+_INDEXED_TEXT = {
+    "ix_str": ("norm",), "ix_tok": ("sys", "code", "cp"), "ix_oft": ("tsys", "tcode", "value"),
+    "ix_ref": ("ttype", "tid", "url"), "ix_uri": ("uri",), "ix_comp": ("a_code",),
+}
+_TEXT_POSITIONS = {table: tuple(COLUMNS[table].index(c) for c in cols) for table, cols in _INDEXED_TEXT.items()}
+
+
+@lru_cache(maxsize=4096)
+def _pg_sql(sql: str) -> str:
+    """A statement written with ``?`` placeholders (store/sql) in psycopg's ``%s`` style."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConnection:
+    """A psycopg connection seen through the small sqlite3-like surface store/sql uses:
+    ``execute(sql, args)`` with ``?`` placeholders, returning a cursor. Values the database
+    refuses (a NUL character, a number out of range) become ``errors.Invalid``."""
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: psycopg.Connection):
+        self.raw = raw
+
+    def execute(self, sql: str, args: Any = None) -> psycopg.Cursor:
+        try:
+            if not args:
+                return self.raw.execute(sql)
+            return self.raw.execute(_pg_sql(sql), args)
+        except psycopg.errors.DataError as exc:
+            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary}") from None
+
+    def executemany(self, sql: str, rows: list) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(_pg_sql(sql), rows)
+
+
+class _Reading:
+    """``with repo._reading() as conn``: a pooled connection for a few autocommit reads."""
+    __slots__ = ("pool", "raw")
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    def __enter__(self) -> PgConnection:
+        self.raw = self.pool.getconn()
+        return PgConnection(self.raw)
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.putconn(self.raw)
+
+
+class PostgresRepository(SqlRepository):
+    index_format = INDEX_FORMAT
+    hints = False
+
+    def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
+                 new_id: Callable[[], str] | None = None, pool_min: int = 2, pool_max: int = 20,
+                 **_ignored: Any):
+        self._setup(registry, clock, new_id)
+        self.url = url
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise errors.Invalid(f"cannot connect to PostgreSQL: {str(exc).strip()}", "database") from None
+        self.pool = ConnectionPool(url, min_size=pool_min, max_size=max(pool_min, pool_max),
+                                   kwargs={"autocommit": True}, open=True, name="enjournal")
+        self.pool.wait(timeout=30)
+        with self._reading() as conn:
+            self._pids = dict(conn.execute("SELECT url, pid FROM sp").fetchall())
+
+    def _reading(self) -> _Reading:
+        return _Reading(self.pool)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _transaction(self, audit: bool = False) -> Iterator[PgConnection]:
+        with self.pool.connection() as raw:
+            with raw.transaction():
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK if audit else WRITE_LOCK,))
+                yield PgConnection(raw)
+
+    def _new_unit(self, conn: PgConnection) -> "PgUnit":
+        return PgUnit(self, conn)
+
+    # -- dialect ---------------------------------------------------------------------------
+
+    def _write_rows(self, conn: PgConnection, table: str, rows: list, unit: SqlUnit) -> None:
+        """COPY the rows in, each with its patient key; new resources also get their ident row."""
+        pks = unit.pks
+        rk_at = RK_COLUMN[table]
+        cut = _TEXT_POSITIONS.get(table)
+        try:
+            with conn.raw.cursor() as cur:
+                with cur.copy(COPY_SQL[table]) as copy:
+                    write = copy.write_row
+                    for row in rows:
+                        if cut is not None:
+                            row = _cut(row, cut)
+                        write((pks[row[rk_at]],) + row)
+                if table == "res":
+                    with cur.copy(COPY_SQL["ident"]) as copy:
+                        for row in rows:
+                            copy.write_row((row[1], row[2], pks[row[0]], row[0]))
+        except psycopg.errors.DataError as exc:
+            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary}") from None
+
+    def _update_res(self, conn: PgConnection, rk: int, version: int, seq: int, updated: int, deleted: bool,
+                    patient: str | None) -> None:
+        if deleted:
+            conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 1 WHERE rk = ?",
+                         (version, seq, updated, rk))
+            return
+        pk = patient_key(patient)
+        moved = conn.execute("UPDATE res SET version = ?, seq = ?, updated = ?, deleted = 0, pat = ? "
+                             "WHERE rk = ? AND pk = ? RETURNING rk", (version, seq, updated, patient, rk, pk))
+        if moved.fetchone() is None:
+            # it belongs to another patient now: move the row, since a distributed table's
+            # key cannot be updated in place
+            type_, id_ = conn.execute("DELETE FROM res WHERE rk = ? RETURNING type, id", (rk,)).fetchone()
+            conn.execute("INSERT INTO res (pk, rk, type, id, version, seq, updated, deleted, pat) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)", (pk, rk, type_, id_, version, seq, updated, patient))
+            conn.execute("UPDATE ident SET pk = ? WHERE id = ? AND type = ?", (pk, id_, type_))
+
+    def _set_patient(self, conn: PgConnection, rk: int, patient: str | None) -> None:
+        conn.execute("UPDATE res SET pat = ?, pk = ? WHERE rk = ?", (patient, patient_key(patient), rk))
+
+    def _lock_audit(self, conn: PgConnection) -> None:
+        conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+
+    def _insert_audit(self, conn: PgConnection, rows: list[tuple]) -> None:
+        with conn.raw.cursor() as cur:
+            with cur.copy("COPY audit (pk, seq, recorded, patient, emergency, body, prev, hash) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((patient_key(row[2]),) + row)
+
+    def _insert_grant(self, conn: PgConnection, grant: tuple) -> None:
+        conn.execute("INSERT INTO access_grant (pk, patient, hpr, until, reason, created) VALUES (?, ?, ?, ?, ?, ?)",
+                     (patient_key(grant[0]),) + grant)
+
+    _AGENT_CLAUSE = ("EXISTS (SELECT 1 FROM jsonb_array_elements(convert_from(body, 'UTF8')::jsonb -> 'agent') a "
+                     "WHERE a -> 'who' -> 'identifier' ->> 'value' = ? OR a -> 'who' ->> 'reference' = ? "
+                     "OR a ->> 'altId' = ?)")
+
+
+class PgUnit(SqlUnit):
+    """A unit of work on PostgreSQL: remembers each touched resource's patient key."""
+
+    def __init__(self, repo: PostgresRepository, conn: PgConnection):
+        super().__init__(repo, conn)
+        self.pks: dict[int, int] = {}
+
+    def _placed(self, rk: int, patient: str | None, deleted: bool) -> None:
+        if not deleted:
+            self.pks[rk] = patient_key(patient)
+        elif rk not in self.pks:
+            row = self.conn.execute("SELECT pk FROM res WHERE rk = ?", (rk,)).fetchone()
+            self.pks[rk] = row[0] if row else 0
+
+
+def _cut(row: tuple, positions: tuple) -> tuple:
+    """``row`` with its indexed text values cut to MAX_INDEX_TEXT characters."""
+    for i in positions:
+        value = row[i]
+        if value is not None and len(value) > MAX_INDEX_TEXT:
+            row = row[:i] + (value[:MAX_INDEX_TEXT],) + row[i + 1:]
+    return row
+
+
+__all__ = ["PostgresRepository", "PgConnection", "INDEX_TABLES"]
