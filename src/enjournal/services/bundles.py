@@ -123,6 +123,7 @@ class BundleService:
             elif service.registry is not registry:
                 for e in entries:          # search parameters changed meanwhile: extract again
                     e.values = None
+            unit.prefetch([(e.type, e.id) for e in ordered if e.method in ("POST", "PUT", "PATCH") and e.id])
             for e in ordered:
                 if e.method in ("POST", "PUT", "PATCH"):
                     self._run(unit, e, outcomes)

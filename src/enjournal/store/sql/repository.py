@@ -384,8 +384,25 @@ class SqlUnit:
         self.tx = self.next_seq
         self.state: dict[tuple[str, str], tuple[int, int, bool]] = {}   # (type, id) -> (rk, version, deleted)
         self._pending_rks: set[int] = set()      # resources with rows still in the buffers
+        self._absent: set[tuple[str, str]] = set()   # (type, id) known not to exist (prefetch)
         self._param_urls: dict[tuple[str, str], str] = {}
         self.rollback_hooks: list = []
+
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        """Look up at once whether these (type, id) exist, so that writing them needs no read
+        each (a round trip per resource on a server database)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self.state and k not in self._absent]
+        for chunk in iter_chunks(todo, 400):
+            values = ",".join("(?,?)" for _ in chunk)
+            rows = self.conn.execute(
+                f"SELECT r.type, r.id, r.rk, r.version, r.deleted FROM (VALUES {values}) v "
+                f"JOIN res r ON r.type = v.column1 AND r.id = v.column2", [x for k in chunk for x in k])
+            found = {(t, i): (rk, v, bool(d)) for t, i, rk, v, d in rows}
+            for k in chunk:
+                if k in found:
+                    self.state[k] = found[k]
+                else:
+                    self._absent.add(k)
 
     def _placed(self, rk: int, patient: str | None, deleted: bool) -> None:
         """Hook: resource ``rk`` now belongs to ``patient`` (PostgreSQL keys rows by it)."""
@@ -468,7 +485,7 @@ class SqlUnit:
         conn = self.conn
         key = (type, id)
         row = self.state.get(key)
-        if row is None:
+        if row is None and key not in self._absent:
             row = conn.execute("SELECT rk, version, deleted FROM res WHERE type = ? AND id = ?", key).fetchone()
         if expected_version is not None:
             current = row[1] if row and not row[2] else None
