@@ -629,19 +629,24 @@ def _feed(conn: Any, after: int, limit: int) -> list[FeedEntry]:
 
 def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = True) -> Page:
     """One page of keys. Paging is stable: the first page fixes a snapshot (the largest key
-    then), later pages never see resources created after it."""
+    then), later pages never see resources created after it. A first page without a total
+    reads its rows and its snapshot in one statement (one round trip on a server database)."""
     builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0], hints)
     snapshot = query.snapshot
-    if snapshot is None:
-        snapshot = conn.execute("SELECT COALESCE(MAX(rk), 0) FROM res").fetchone()[0]
+    counting = query.count == 0 or query.summary == "count" or query.total in ("accurate", "estimate")
+    if snapshot is None and counting:
+        snapshot = conn.execute(_MAX_KEY).fetchone()[0]
     where, args = builder.where(query, snapshot=snapshot)
     total = None
     if query.count == 0 or query.summary == "count":
         total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
         return Page([], total, False, snapshot)
     order, order_args = builder.order_by(query)
-    rows = conn.execute(f"SELECT r.rk FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+    ceiling = _MAX_KEY_EXPR if snapshot is None else "0"
+    rows = conn.execute(f"SELECT r.rk, {ceiling} FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
                         args + order_args + [query.count + 1, query.offset]).fetchall()
+    if snapshot is None:
+        snapshot = rows[0][1] if rows else conn.execute(_MAX_KEY).fetchone()[0]
     has_more = len(rows) > query.count
     keys = [row[0] for row in rows[:query.count]]
     if query.total in ("accurate", "estimate"):
@@ -649,6 +654,10 @@ def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = 
     elif not has_more:
         total = query.offset + len(keys) if (keys or query.offset == 0) else None
     return Page(keys, total, has_more, snapshot)
+
+
+_MAX_KEY_EXPR = "(SELECT COALESCE(MAX(rk), 0) FROM res)"
+_MAX_KEY = f"SELECT {_MAX_KEY_EXPR}"
 
 
 def _load(conn: Any, keys: list) -> list[Stored]:
