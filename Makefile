@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DATABASE ?= sqlite:///enjournal.db
 
-.PHONY: serve test install install-test bench clean
+.PHONY: serve test install install-test bench clean pg-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ serve: $(VENV)/.installed
 	$(BIN)/enjournal demo --database $(DATABASE) --if-empty
 	$(BIN)/enjournal serve --host $(HOST) --port $(PORT) --database $(DATABASE)
 
+# the suite runs every server-level test on SQLite and on a private PostgreSQL cluster
+# (tests/pgcluster.py: .pgtest/, left running for fast reruns; `make pg-stop` stops it)
 test: $(VENV)/.installed-test
+	ENJOURNAL_TEST_PG=$$($(BIN)/python -m tests.pgcluster start) && export ENJOURNAL_TEST_PG && \
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+pg-stop: $(BIN)/python
+	$(BIN)/python -m tests.pgcluster stop
 
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'

@@ -1,6 +1,8 @@
 """Shared fixtures: a real enjournal server over real HTTP on a temporary SQLite file."""
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import tarfile
 import threading
@@ -67,16 +69,26 @@ class Server:
         self.app.state.platform.close()
 
 
-def start_server(tmp_path: Path, **settings) -> Server:
+# the backends every server-level suite runs against (``server`` is parametrised by them)
+BACKENDS = ("sqlite", "postgres")
+
+
+def start_server(tmp_path: Path, backend: str = "sqlite", **settings) -> Server:
+    """A server on a fresh database: a SQLite file in ``tmp_path``, or a new database in the
+    test run's PostgreSQL cluster (with the built-in identity provider, which is off by
+    default on PostgreSQL)."""
+    if backend == "postgres":
+        settings.setdefault("database", new_pg_database("srv"))
+        settings.setdefault("builtin_idp", "on")
     settings.setdefault("database", f"sqlite:///{tmp_path}/enjournal.db")
     port = settings.setdefault("port", free_port())
     settings.setdefault("host", "127.0.0.1")
     return Server(build_asgi(Settings(**settings)), port)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("srv"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request, tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("srv"), request.param)
     yield srv
     srv.stop()
 
@@ -97,3 +109,51 @@ def examples_dir(tmp_path_factory):
     with tarfile.open(EXAMPLES_TGZ) as tar:
         tar.extractall(target, filter="data")
     return target / "package"
+
+
+
+# -- PostgreSQL: the test run's private cluster (tests/pgcluster.py, started by `make test`) --
+
+_pg_databases: list[str] = []
+_pg_counter = itertools.count()
+
+
+def pg_admin_url() -> str | None:
+    """The admin URL of the test cluster: ``ENJOURNAL_TEST_PG``, else a running ``.pgtest``."""
+    from tests import pgcluster
+    return os.environ.get("ENJOURNAL_TEST_PG") or pgcluster.url()
+
+
+def new_pg_database(prefix: str = "t") -> str:
+    """A fresh, empty database (UTF8, C collation) in the test cluster; its URL."""
+    import psycopg
+    admin = pg_admin_url()
+    if not admin:
+        pytest.fail("PostgreSQL test cluster not available: run `make test` or `python -m tests.pgcluster start`")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    name = f"{prefix}_{worker}_{os.getpid()}_{next(_pg_counter)}".lower()[:63]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+    _pg_databases.append(name)
+    base, _, query = admin.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_pg_databases():
+    yield
+    if not _pg_databases:
+        return
+    import psycopg
+    try:
+        with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+            for name in _pg_databases:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except Exception:        # best effort: the cluster is private to the test run
+        pass
+
+
+@pytest.fixture
+def pg_url():
+    return new_pg_database()

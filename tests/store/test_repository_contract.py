@@ -1,5 +1,5 @@
-"""The Repository contract, run against every backend (today: SQLite; PostgreSQL joins
-with its issue). Each test states one promise services rely on."""
+"""The Repository contract, run against every backend (SQLite and PostgreSQL). Each test
+states one promise services rely on."""
 from __future__ import annotations
 
 import threading
@@ -10,6 +10,7 @@ from enjournal import errors
 from enjournal.fhir import query as fq
 from enjournal.fhir.searchparams import Registry
 from enjournal.store import open_repository
+from tests.conftest import BACKENDS, new_pg_database
 
 REGISTRY = Registry.default()
 
@@ -23,10 +24,11 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=BACKENDS)
 def repo(request, tmp_path):
     ids = iter(f"id{i}" for i in range(1_000_000))
-    r = open_repository(f"sqlite:///{tmp_path}/contract.db", REGISTRY, clock=Clock(), new_id=lambda: next(ids))
+    url = new_pg_database("contract") if request.param == "postgres" else f"sqlite:///{tmp_path}/contract.db"
+    r = open_repository(url, REGISTRY, clock=Clock(), new_id=lambda: next(ids))
     yield r
     r.close()
 
