@@ -80,6 +80,7 @@ def start_server(tmp_path: Path, backend: str = "sqlite", **settings) -> Server:
     if backend == "postgres":
         settings.setdefault("database", new_pg_database("srv"))
         settings.setdefault("builtin_idp", "on")
+        settings.setdefault("export_dir", str(tmp_path / "exports"))
     settings.setdefault("database", f"sqlite:///{tmp_path}/enjournal.db")
     port = settings.setdefault("port", free_port())
     settings.setdefault("host", "127.0.0.1")

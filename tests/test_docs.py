@@ -24,7 +24,7 @@ def test_every_cli_command_is_documented():
 
 
 def test_every_operation_is_documented():
-    api = "".join((ROOT / "src/enjournal/web" / name).read_text() for name in ("fhir_api.py", "audit_api.py"))
+    api = "".join((ROOT / "src/enjournal/web" / name).read_text() for name in ("fhir_api.py", "audit_api.py", "bulk_api.py"))
     operations = set(re.findall(r'Route\("[^"]*\$([a-z-]+)"', api))
     assert operations
     missing = [op for op in operations if f"`${op}`" not in DOCS]

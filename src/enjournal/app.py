@@ -5,7 +5,9 @@ Only this module and ``cli.py`` choose concrete implementations.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from starlette.applications import Starlette
@@ -22,14 +24,17 @@ from .access.guard import Guard, GuardedRepository
 from .access.tokens import Issuer
 from .access.tokens import from_settings as verifier_from_settings
 from .fhir.searchparams import Registry
+from .services.export import ExportJobs
 from .services.resources import ResourceService
 from .services.searchparameters import CustomSearchParameters
 from .settings import Settings
 from .store import open_repository
+from .store.sqlite.repository import path_of
 from .web.capability import capability_builder
 from .web.fast_read import FastRead
 from .web.fhir_api import FhirApi
 from .web.audit_api import AuditApi
+from .web.bulk_api import BulkApi
 from .web.auth import Authenticate
 from .web.landing import landing_page
 from .access.provider import enabled as provider_enabled
@@ -57,10 +62,22 @@ class Platform:
         self.resources = ResourceService(self.repo, self.registry, settings)
         self.search_parameters = CustomSearchParameters(self.store, self.resources)
         self.search_parameters.start()
+        self.exports = ExportJobs(self.store, export_directory(settings), settings.export_file_resources,
+                                  settings.export_max_jobs)
 
     def close(self) -> None:
+        self.exports.close()
         self.audit.close()
         self.store.close()
+
+
+def export_directory(settings: Settings) -> Path:
+    """Where $export files go: the setting, else ``exports`` beside a SQLite file, else ./exports."""
+    if settings.export_dir:
+        return Path(settings.export_dir)
+    if settings.database.startswith("sqlite:"):
+        return Path(os.path.abspath(path_of(settings.database))).parent / "exports"
+    return Path("exports").resolve()
 
 
 def build_app(settings: Settings, clock: Callable[[], int] | None = None,
@@ -104,6 +121,7 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
     if provider_enabled(settings.builtin_idp, settings.database):
         platform.provider = demo_provider(settings, platform.store)
         routes += AuthorizationServer(platform.provider, api.base, patient_finder(platform.resources)).routes()
+    routes += BulkApi(platform.exports, platform.repo, platform.guard, platform.registry, api.base).routes()
     routes += api.routes()
     app = Starlette(routes=routes, exception_handlers={
         errors.FhirError: fhir_error, HTTPException: http_error, Exception: unexpected})

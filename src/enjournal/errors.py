@@ -85,6 +85,10 @@ class TooCostly(FhirError):
     status, code = 400, "too-costly"
 
 
+class TooManyRequests(FhirError):
+    status, code = 429, "throttled"
+
+
 class MultipleMatches(PreconditionFailed):
     """A conditional interaction matched more than one resource."""
     status, code = 412, "multiple-matches"

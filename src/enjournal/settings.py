@@ -54,6 +54,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("strict_validation", _bool, True,
             "Reject resources with structural errors against FHIR R4 (unknown elements, wrong types)"),
     Setting("feed_poll_seconds", float, 0.5, "How often change-feed consumers poll for new entries"),
+    Setting("export_dir", str, "",
+            "Where $export writes its NDJSON files (default: 'exports' beside the SQLite file, else ./exports)"),
+    Setting("export_file_resources", int, 100_000, "Most resources in one $export NDJSON file"),
+    Setting("export_max_jobs", int, 4, "Most $export jobs running at once in one process (more: 429)"),
     Setting("emergency_access_minutes", int, 240,
             "How long emergency access (ETREAT/BTG with a stated reason) lasts before a new reason is needed"),
     Setting("builtin_idp", str, "auto",
@@ -84,6 +88,9 @@ class Settings:
     allow_synthetic_ids: bool = True
     strict_validation: bool = True
     feed_poll_seconds: float = 0.5
+    export_dir: str = ""
+    export_file_resources: int = 100_000
+    export_max_jobs: int = 4
     emergency_access_minutes: int = 240
     builtin_idp: str = "auto"
     oidc_issuers: str = ""

@@ -81,6 +81,30 @@ class Guard:
             ctx.denied = decision
         raise self.refuse(decision)
 
+    def export_types(self, requested: tuple | None, all_types: tuple, level: str) -> tuple:
+        """The resource types a bulk export (https://hl7.org/fhir/uv/bulkdata/export.html) may
+        contain for the current subject: only systems export, and only the types their
+        scopes let them read; a type asked for by name and not granted is a 403. The export
+        is recorded in the request's audit record, one entity per type."""
+        ctx = self.ctx()
+        if not self.is_system(ctx):
+            decision = Decision(False, "bulk export is for system clients (client credentials with "
+                                       "system/ scopes); use search or $everything for one patient")
+            if ctx.denied is None:
+                ctx.denied = decision
+            raise self.refuse(decision)
+        if requested is not None:
+            for type_ in requested:
+                self.system_scope(ctx, "read", type_)
+            granted = tuple(requested)
+        else:
+            granted = tuple(t for t in all_types if self.system_scope(ctx, "read", t, hide=True))
+            if not granted:
+                self.system_scope(ctx, "read", None)
+        for type_ in granted:
+            ctx.touched.append(Touched(type_, None, None, None, "R", query=f"$export ({level})"))
+        return granted
+
     def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None) -> Decision:
         """``decide`` for one action on data of ``patient`` (None: of no patient)."""
         facts = None

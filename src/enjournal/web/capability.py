@@ -81,6 +81,10 @@ def capability_builder(registry: Any, settings: Any):
                 "operation": [
                     {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
                     {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+                    {"name": "export", "definition":
+                        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
                 ],
             }],
         }

@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from ... import errors
 from ..sql.repository import SqlRepository, SqlUnit
-from ..sql.rows import COLUMNS, INDEX_TABLES, RK_COLUMN
+from ..sql.rows import COLUMNS, RK_COLUMN
 from .schema import AUDIT_LOCK, INDEX_FORMAT, MAX_INDEX_TEXT, WRITE_LOCK, migrate, patient_key
 
 COPY_SQL = {table: f"COPY {table} (pk, {', '.join(cols)}) FROM STDIN" for table, cols in COLUMNS.items()}
@@ -105,10 +105,11 @@ class PostgresRepository(SqlRepository):
         self.pool.close()
 
     @contextmanager
-    def _transaction(self, audit: bool = False) -> Iterator[PgConnection]:
+    def _transaction(self, lock: str = "write") -> Iterator[PgConnection]:
         with self.pool.connection() as raw:
             with raw.transaction():
-                raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK if audit else WRITE_LOCK,))
+                if lock != "none":
+                    raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK if lock == "audit" else WRITE_LOCK,))
                 yield PgConnection(raw)
 
     def _new_unit(self, conn: PgConnection) -> "PgUnit":
@@ -197,5 +198,3 @@ def _cut(row: tuple, positions: tuple) -> tuple:
             row = row[:i] + (value[:MAX_INDEX_TEXT],) + row[i + 1:]
     return row
 
-
-__all__ = ["PostgresRepository", "PgConnection", "INDEX_TABLES"]

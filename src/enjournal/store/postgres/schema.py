@@ -117,6 +117,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX access_grant_patient ON access_grant (patient, until);
     """,
+    # 2: background jobs (bulk export, services/export.py): state as JSON
+    """
+    CREATE TABLE job (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        updated BIGINT NOT NULL,
+        state TEXT NOT NULL
+    );
+    """,
 )
 
 # Mirrors SQLite's INDEX_FORMAT: a change in how index rows are keyed reindexes on start.
@@ -129,7 +141,7 @@ DISTRIBUTED: dict[str, str] = {
     "ix_num": "pk", "ix_ref": "pk", "ix_uri": "pk", "ix_comp": "pk", "audit": "pk", "access_grant": "pk",
     "ident": "id",
 }
-REFERENCE: tuple[str, ...] = ("sp", "setting", "cursor", "schema_version")
+REFERENCE: tuple[str, ...] = ("sp", "setting", "cursor", "job", "schema_version")
 
 # Index values are cut to this many characters on PostgreSQL: a btree entry must fit in
 # about 2.7 kB, and an index may hold two text values (4 bytes per character at most).

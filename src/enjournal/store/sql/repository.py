@@ -197,10 +197,11 @@ class SqlRepository:
 
     # -- writes ------------------------------------------------------------------------
 
-    def _transaction(self, audit: bool = False) -> Any:
-        """A context manager yielding a connection inside a transaction that holds the
-        database's write lock (``audit``: only the audit log's lock), committed when the
-        block ends and rolled back on any exception."""
+    def _transaction(self, lock: str = "write") -> Any:
+        """A context manager yielding a connection inside a transaction, committed when the
+        block ends and rolled back on any exception. ``lock``: "write" holds the database's
+        write lock, "audit" the audit chain's, "none" neither (a single-row upsert); SQLite has
+        one lock for all three."""
         raise NotImplementedError
 
     def _new_unit(self, conn: Any) -> "SqlUnit":
@@ -272,7 +273,7 @@ class SqlRepository:
         processes); returns the new head (seq, hash). Must not be called from inside a unit."""
         if not rows:
             return parse_head(self.get_setting(AUDIT_HEAD)) or (0, GENESIS)
-        with self._transaction(audit=True) as conn:
+        with self._transaction("audit") as conn:
             return self._append_audit(conn, rows)
 
     def _append_audit(self, conn: Any, rows: list[NewAuditRow]) -> tuple[int, bytes]:
@@ -350,6 +351,56 @@ class SqlRepository:
             return conn.execute(
                 "SELECT hpr, until, reason FROM access_grant WHERE patient = ? ORDER BY until, created",
                 (patient,)).fetchall()
+
+    # -- bulk export (services/export.py) ----------------------------------------------------
+
+    def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
+                     until: int | None = None, patients: tuple | None = None,
+                     compartments: bool = False) -> list[tuple[int, str, bytes]]:
+        """(key, type, body) of current resources with key > ``after_key``, in key order, at most
+        ``limit``: of ``types`` (None: all), changed in [since, until] (epoch ms),
+        ``compartments``: in some patient's compartment, ``patients``: in one of these
+        patients' compartments (a resource of several patients when it refers to one)."""
+        conds, args = ["r.rk > ?", "r.deleted = 0"], [after_key]
+        if types is not None:
+            conds.append(f"r.type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        if since is not None:
+            conds.append("r.updated >= ?")
+            args.append(since)
+        if until is not None:
+            conds.append("r.updated <= ?")
+            args.append(until)
+        if compartments:
+            conds.append("r.pat IS NOT NULL")
+        if patients is not None:
+            marks = ",".join("?" * len(patients))
+            conds.append(f"(r.pat IN ({marks}) OR r.pat = '*' AND EXISTS (SELECT 1 FROM ix_ref x WHERE "
+                         f"x.rk = r.rk AND x.ttype = 'Patient' AND x.url IS NULL AND x.tid IN ({marks})))")
+            args.extend(patients)
+            args.extend(patients)
+        with self._reading() as conn:
+            return conn.execute(f"SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq "
+                                f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
+
+    def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None:
+        """Create or update a background job's row (``state``: its JSON); a cancelled job
+        stays cancelled."""
+        with self._transaction("none") as conn:
+            conn.execute("INSERT INTO job (id, kind, owner, status, created, updated, state) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                         "updated = excluded.updated, state = excluded.state WHERE job.status <> 'cancelled'",
+                         (id, kind, owner, status, now_ms, now_ms, state))
+
+    def job_get(self, id: str) -> tuple | None:
+        """(kind, owner, status, created, updated, state) of a job, or None."""
+        with self._reading() as conn:
+            return conn.execute("SELECT kind, owner, status, created, updated, state FROM job WHERE id = ?",
+                                (id,)).fetchone()
+
+    def job_delete(self, id: str) -> None:
+        with self._transaction("none") as conn:
+            conn.execute("DELETE FROM job WHERE id = ?", (id,))
 
     def _pid_for_write(self, conn: Any, url: str, unit: "SqlUnit") -> int:
         pid = self._pids.get(url)

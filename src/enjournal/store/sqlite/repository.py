@@ -96,7 +96,7 @@ class SqliteRepository(SqlRepository):
             self._local.reader = None
 
     @contextmanager
-    def _transaction(self, audit: bool = False) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, lock: str = "write") -> Iterator[sqlite3.Connection]:
         with self._write_lock:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")

@@ -128,6 +128,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX access_grant_patient ON access_grant(patient, until);
     """,
+    # 7: background jobs (bulk export, services/export.py): state as JSON
+    """
+    CREATE TABLE job (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created BIGINT NOT NULL,
+        updated BIGINT NOT NULL,
+        state TEXT NOT NULL
+    );
+    """,
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
@@ -135,7 +147,6 @@ MIGRATIONS: tuple[str, ...] = (
 # token rows; 4: three-component composites; 5: the patient of each resource in res.pat).
 INDEX_FORMAT = 5
 
-INDEX_TABLES = ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp")
 
 
 def migrate(conn: sqlite3.Connection) -> int:

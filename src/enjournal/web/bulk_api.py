@@ -1,0 +1,132 @@
+"""Bulk Data export over HTTP (https://hl7.org/fhir/uv/bulkdata/STU2/export.html).
+
+- Kick-off: ``GET``/``POST`` ``/$export``, ``/Patient/$export``, ``/Group/{id}/$export`` with
+  ``Prefer: respond-async`` → 202 and ``Content-Location: <base>/$export-status/{job}``.
+- Status: ``GET /$export-status/{job}`` → 202 with ``X-Progress`` while running, 200 with the
+  manifest when complete; ``DELETE`` cancels (202) and removes the files.
+- Files: ``GET /$export-file/{job}/{name}`` as ``application/fhir+ndjson``.
+
+Only the client that started a job sees it (others get 404). docs/bulk-export.md.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from .. import errors
+from ..fhir import dates
+from ..fhir.outcome import operation_outcome
+from ..fhir.references import parse_relative
+from ..services.export import ExportJobs, parse_request
+from .responses import check_accept, json_response, prefer_handling
+
+NDJSON = "application/fhir+ndjson"
+
+
+class BulkApi:
+    def __init__(self, jobs: ExportJobs, repo: Any, guard: Any, registry: Any, base):
+        self.jobs = jobs
+        self.repo = repo            # the guarded repository (reads the Group)
+        self.guard = guard
+        self.types = frozenset(registry.resource_types())
+        self.base = base
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/$export", self.kick_off, methods=["GET", "POST"]),
+            Route("/Patient/$export", self.kick_off, methods=["GET", "POST"]),
+            Route("/Group/{id}/$export", self.kick_off, methods=["GET", "POST"]),
+            Route("/$export-status/{job}", self.status, methods=["GET", "DELETE"]),
+            Route("/$export-file/{job}/{name}", self.file, methods=["GET"]),
+        ]
+
+    def _owner(self) -> str:
+        principal = self.guard.ctx().subject.principal
+        return f"{principal.issuer}|{principal.client_id or principal.subject}"
+
+    async def kick_off(self, request: Request) -> Response:
+        check_accept(request)
+        prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
+        if "respond-async" not in prefer.split(","):
+            raise errors.Invalid("$export is asynchronous: send the header 'Prefer: respond-async'", "Prefer")
+        params = list(request.query_params.multi_items())
+        if request.method == "POST":
+            params += _parameters(await request.body())
+        path = request.url.path
+        group = request.path_params.get("id")
+        level = "group" if group is not None else "patient" if path.startswith("/Patient/") else "system"
+        export = parse_request(params, level, group, str(request.url), self.types, prefer_handling(request))
+        owner = self._owner()
+        types = self.guard.export_types(export.types, tuple(sorted(self.types)), level)
+        patients = None
+        if group is not None:
+            patients = self._members(group)
+        job = self.jobs.start(export, owner, types, patients)
+        return Response(status_code=202, headers={"Content-Location": f"{self.base(request)}/$export-status/{job}"})
+
+    def _members(self, group: str) -> tuple:
+        stored = self.repo.read("Group", group)
+        if stored is None or stored.deleted:
+            raise errors.NotFound(f"Group/{group} is not known", "url")
+        body = orjson.loads(stored.body)
+        out = []
+        for member in body.get("member") or []:
+            ref = (member.get("entity") or {}).get("reference") or ""
+            target = parse_relative(ref)
+            if target is not None and target[0] == "Patient":
+                out.append(target[1])
+        return tuple(dict.fromkeys(out))
+
+    async def status(self, request: Request) -> Response:
+        job = request.path_params["job"]
+        owner = self._owner()
+        if request.method == "DELETE":
+            self.jobs.cancel(job, owner)
+            return Response(status_code=202)
+        status, state = self.jobs.status(job, owner)
+        if status == "running":
+            return Response(status_code=202, headers={"X-Progress": f"exported {state['exported']} resources",
+                                                      "Retry-After": "2"})
+        if status == "failed":
+            err = errors.FhirError(state.get("error") or "the export failed")
+            return json_response(operation_outcome(err), status=500)
+        base = self.base(request)
+        manifest = {
+            "transactionTime": dates.to_instant(state["transactionTime"]),
+            "request": state["request"],
+            "requiresAccessToken": True,
+            "output": [{"type": o["type"], "url": f"{base}/$export-file/{job}/{o['name']}", "count": o["count"]}
+                       for o in state["output"]],
+            "error": [],
+        }
+        return json_response(manifest, headers={"Expires": dates.http_date(state["transactionTime"] + 86_400_000)})
+
+    async def file(self, request: Request) -> Response:
+        path = self.jobs.file(request.path_params["job"], self._owner(), request.path_params["name"])
+        return FileResponse(path, media_type=NDJSON)
+
+
+def _parameters(body: bytes) -> list[tuple[str, str]]:
+    """A POST kick-off's Parameters resource as (name, value) pairs."""
+    if not body.strip():
+        return []
+    try:
+        resource = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.Invalid(f"the body is not JSON: {exc}", "body") from None
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
+        raise errors.Invalid("a POST $export takes a Parameters resource", "resourceType")
+    out = []
+    for i, p in enumerate(resource.get("parameter") or []):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise errors.Invalid("each parameter needs a name", f"Parameters.parameter[{i}].name")
+        value = next((v for k, v in p.items() if k.startswith("value")), None)
+        if not isinstance(value, str):
+            raise errors.Invalid(f"parameter {p['name']} needs a string value", f"Parameters.parameter[{i}]")
+        out.append((p["name"], value))
+    return out
+
