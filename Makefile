@@ -33,8 +33,9 @@ test: $(VENV)/.installed-test
 	ENJOURNAL_TEST_PG=$$($(BIN)/python -m tests.pgcluster start) && export ENJOURNAL_TEST_PG && \
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-pg-stop: $(BIN)/python
-	$(BIN)/python -m tests.pgcluster stop
+# tests/pgcluster.py needs only the standard library: no virtualenv to stop the cluster
+pg-stop:
+	$(PYTHON) -m tests.pgcluster stop
 
 bench: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'

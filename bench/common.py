@@ -160,8 +160,13 @@ class Server:
 def enjournal_server(db: Path, workers: int = 2, port: int | None = None) -> Server:
     port = port or free_port()
     argv = [ENJOURNAL, "serve", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
-            "--database", f"sqlite:///{db}"]
+            "--database", database_url(db), "--builtin-idp", "on"]
     return Server(argv, port, name="enjournal")
+
+
+def database_url(db: "Path | str") -> str:
+    """A database URL for a SQLite file path, or the URL itself (``postgresql://...``)."""
+    return str(db) if "://" in str(db) else f"sqlite:///{db}"
 
 
 def audit_switch_server(db: Path, audit: bool, workers: int = 2, port: int | None = None) -> Server:
@@ -206,7 +211,8 @@ def tree_cpu_seconds(pid: int) -> float:
 def issue_token(db: Path, port: int, persona: str = "system", lifetime: int = 8 * 3600) -> str:
     """A bearer token of the built-in identity provider for a server on 127.0.0.1:``port``
     over ``db`` (the issuer is the server's base URL, so the port must match)."""
-    proc = subprocess.run([ENJOURNAL, "token", persona, "--database", f"sqlite:///{db}", "--host", "127.0.0.1",
+    proc = subprocess.run([ENJOURNAL, "token", persona, "--database", database_url(db), "--builtin-idp", "on",
+                           "--host", "127.0.0.1",
                            "--port", str(port), "--lifetime", str(lifetime)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"enjournal token {persona} failed: {proc.stderr.strip()}")

@@ -32,8 +32,8 @@ from pathlib import Path
 import orjson
 
 from .build_db import remove_db
-from .common import (OUT, audit_head, bearer, bundle_files, dataset_dir, enjournal_server, entries_of,
-                     in_system_context, issue_token, log, machine, save_result)
+from .common import (OUT, audit_head, bearer, bundle_files, database_url, dataset_dir, enjournal_server,
+                     entries_of, in_system_context, issue_token, log, machine, save_result)
 
 TARGET = 2000.0
 
@@ -60,11 +60,11 @@ def fresh_db(name: str) -> Path:
 
 # -- the three ways in ------------------------------------------------------------------------
 
-def ingest_in_process(bundles: list[bytes], db: Path, audit: bool = True) -> tuple[int, float]:
+def ingest_in_process(bundles: list[bytes], db: "Path | str", audit: bool = True) -> tuple[int, float]:
     from enjournal.app import Platform
     from enjournal.services.bundles import BundleService
     from enjournal.settings import Settings
-    platform = Platform(Settings(database=f"sqlite:///{db}"))
+    platform = Platform(Settings(database=database_url(db)))
     if not audit:
         platform.guard.audit = None         # bench only: the baseline without audit records
     service = BundleService(platform.resources)
@@ -104,7 +104,63 @@ def ingest_raw_sqlite(bundles: list[bytes], db: Path) -> tuple[int, float]:
         conn.close()
 
 
-def ingest_http(bundles: list[bytes], db: Path, concurrency: int, workers: int = 2) -> tuple[int, float, int]:
+def fresh_pg(admin: str, name: str) -> str:
+    """A new, empty PostgreSQL database ``name`` next to ``admin`` (the cluster's admin URL)."""
+    import psycopg
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+    base, _, query = admin.partition("?")
+    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+
+
+def ingest_raw_pg_copy(bundles: list[bytes], url: str) -> tuple[int, float]:
+    """The raw baseline on PostgreSQL: the same JSON documents, COPY into one table (id, type,
+    json bytea), one transaction per Bundle (synchronous commit as the server is set)."""
+    import psycopg
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE res (id text NOT NULL, type text NOT NULL, json bytea NOT NULL)")
+        n = 0
+        start = time.perf_counter()
+        for raw in bundles:
+            bundle = orjson.loads(raw)
+            with conn.transaction(), conn.cursor() as cur, cur.copy("COPY res (id, type, json) FROM STDIN") as copy:
+                for e in bundle["entry"]:
+                    r = e["resource"]
+                    copy.write_row((e.get("fullUrl") or r.get("id"), r["resourceType"], orjson.dumps(r)))
+                    n += 1
+        return n, time.perf_counter() - start
+
+
+def run_postgres(admin: str, resources: int = 20000, concurrency: int = 2, http: bool = True,
+                 dataset: Path | None = None) -> dict:
+    """The ingest benchmark on PostgreSQL: in-process and over HTTP, against plain COPY."""
+    bundles = pick_bundles(resources, dataset)
+    total = sum(entries_of(b) for b in bundles)
+    log(f"== ingest on PostgreSQL: {len(bundles)} Synthea transaction Bundles, {total:,} resources; {machine()}")
+    result: dict = {"bundles": len(bundles), "resources": total, "backend": "postgresql"}
+    n, dt = ingest_raw_pg_copy(bundles, fresh_pg(admin, "bench_ingest_raw"))
+    raw = n / dt
+    log(f"baseline plain COPY (id,type,json bytea; one COPY per bundle): {raw:,.0f} resources/s ({dt:.1f} s)")
+    result["raw_copy_per_s"] = raw
+    ingest_in_process(bundles[:1], fresh_pg(admin, "bench_ingest_warmup"))
+    n, dt = ingest_in_process(bundles, fresh_pg(admin, "bench_ingest_inproc"))
+    rate = n / dt
+    log(f"in-process BundleService.process: {rate:,.0f} resources/s ({dt:.1f} s) target >= 1,500: "
+        f"{'MET' if rate >= 1500 else 'MISSED'}; ratio enjournal/COPY = {rate / raw:.3f}")
+    result["in_process_per_s"] = rate
+    if http:
+        n_http, dt, errs = ingest_http(bundles, fresh_pg(admin, "bench_ingest_http"), concurrency)
+        rate_http = n_http / dt
+        log(f"HTTP POST / (serve --workers 2, {concurrency} clients): {rate_http:,.0f} resources/s ({dt:.1f} s, "
+            f"{errs} failed bundles) target >= 1,500: {'MET' if rate_http >= 1500 else 'MISSED'}; "
+            f"ratio enjournal/COPY = {rate_http / raw:.3f}")
+        result.update(http_per_s=rate_http, http_failed_bundles=errs)
+    save_result("ingest-postgres", result)
+    return result
+
+
+def ingest_http(bundles: list[bytes], db: "Path | str", concurrency: int, workers: int = 2) -> tuple[int, float, int]:
     import httpx
     # schema created by `serve` itself before its workers start
     with enjournal_server(db, workers=workers) as server:
@@ -265,7 +321,12 @@ def main() -> None:
     ap.add_argument("--no-audit-off", action="store_true",
                     help="skip the in-process run with the audit log off (the audit cost baseline)")
     ap.add_argument("--dataset")
+    ap.add_argument("--postgres", help="admin URL of a PostgreSQL cluster: run the benchmark there")
     args = ap.parse_args()
+    if args.postgres:
+        run_postgres(args.postgres, args.resources, args.concurrency, not args.no_http,
+                     Path(args.dataset) if args.dataset else None)
+        return
     run(args.resources, args.concurrency, args.profile, not args.no_http,
         Path(args.dataset) if args.dataset else None, not args.no_audit_off)
 

@@ -70,6 +70,11 @@ def pick_queries(db: Path, patients: int, seed: int = 11) -> dict[str, list[tupl
             "WHERE x.tid = ? AND x.ttype = 'Patient' LIMIT 1", (pid,)).fetchone()
         status_of[pid] = row[0] if row else "active"
     conn.close()
+    return queries_of(rows, status_of)
+
+
+def queries_of(rows: list, status_of: dict) -> dict[str, list[tuple[str, list, str]]]:
+    """The four query kinds for each (patient id, Patient JSON) in ``rows``."""
     out: dict[str, list] = {"observation": [], "condition": [], "medicationrequest": [], "patient": []}
     for pid, body in rows:
         patient = orjson.loads(body)

@@ -114,25 +114,58 @@ def examples_dir(tmp_path_factory):
 
 
 # -- PostgreSQL: the test run's private cluster (tests/pgcluster.py, started by `make test`) --
+# `make test` exports ENJOURNAL_TEST_PG (the cluster's admin URL). Each test that needs
+# PostgreSQL gets a fresh database in it; the databases are dropped at the session's end.
 
 _pg_databases: list[str] = []
 _pg_counter = itertools.count()
+_pg_found: list[str] = []          # the answering .pgtest URL, once found (per process)
+
+
+def _pg_answers(url: str) -> bool:
+    import psycopg
+    try:
+        with psycopg.connect(url, connect_timeout=5, autocommit=True) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 def pg_admin_url() -> str | None:
-    """The admin URL of the test cluster: ``ENJOURNAL_TEST_PG``, else a running ``.pgtest``."""
+    """The admin URL of the test cluster: ``ENJOURNAL_TEST_PG``, else the one recorded in
+    ``.pgtest/url`` if that cluster answers, else None."""
+    if os.environ.get("ENJOURNAL_TEST_PG"):
+        return os.environ["ENJOURNAL_TEST_PG"]
+    if _pg_found:
+        return _pg_found[0]
     from tests import pgcluster
-    return os.environ.get("ENJOURNAL_TEST_PG") or pgcluster.url()
+    recorded = pgcluster.recorded_url()
+    if recorded and _pg_answers(recorded):
+        _pg_found.append(recorded)
+        return recorded
+    return None
+
+
+def _pg_database_name(prefix: str) -> str:
+    """prefix_worker_pid_counter, lowercase and at most 63 bytes (the prefix is cut, not the
+    unique tail)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    tail = f"_{worker}_{os.getpid()}_{next(_pg_counter)}".lower()
+    clean = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in prefix.lower()) or "t"
+    if not clean[0].isalpha():
+        clean = "t" + clean
+    return clean[:63 - len(tail)] + tail
 
 
 def new_pg_database(prefix: str = "t") -> str:
-    """A fresh, empty database (UTF8, C collation) in the test cluster; its URL."""
+    """A fresh, empty database (UTF8, C collation) in the test cluster; its URL (the admin
+    URL with the database name replaced). Fails the test when there is no cluster."""
     import psycopg
     admin = pg_admin_url()
     if not admin:
         pytest.fail("PostgreSQL test cluster not available: run `make test` or `python -m tests.pgcluster start`")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
-    name = f"{prefix}_{worker}_{os.getpid()}_{next(_pg_counter)}".lower()[:63]
+    name = _pg_database_name(prefix)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
@@ -143,18 +176,24 @@ def new_pg_database(prefix: str = "t") -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _drop_pg_databases():
+    """Drops this process's test databases at the session's end (best effort)."""
     yield
     if not _pg_databases:
         return
     import psycopg
     try:
-        with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+        with psycopg.connect(pg_admin_url(), connect_timeout=5, autocommit=True) as conn:
             for name in _pg_databases:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except psycopg.Error:
+                    pass
     except Exception:        # best effort: the cluster is private to the test run
         pass
+    _pg_databases.clear()
 
 
 @pytest.fixture
 def pg_url():
+    """The URL of a fresh, empty PostgreSQL database in the test cluster."""
     return new_pg_database()

@@ -4,13 +4,15 @@ Only this module and ``cli.py`` choose concrete implementations.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -63,7 +65,7 @@ class Platform:
         self.search_parameters = CustomSearchParameters(self.store, self.resources)
         self.search_parameters.start()
         self.exports = ExportJobs(self.store, export_directory(settings), settings.export_file_resources,
-                                  settings.export_max_jobs)
+                                  settings.export_max_jobs, int(settings.export_keep_hours * 3_600_000))
 
     def close(self) -> None:
         self.exports.close()
@@ -83,7 +85,8 @@ def export_directory(settings: Settings) -> Path:
 def build_app(settings: Settings, clock: Callable[[], int] | None = None,
               new_id: Callable[[], str] | None = None, platform: Platform | None = None) -> Starlette:
     platform = platform or Platform(settings, clock, new_id)
-    api = FhirApi(platform.resources, settings, capability_builder(platform.registry, settings))
+    api = FhirApi(platform.resources, settings, capability_builder(platform.registry, settings),
+                  offload=not settings.database.startswith("sqlite:"))
     landing = landing_page(platform.repo, api.base)
 
     async def root(request: Request) -> Response:
@@ -121,9 +124,20 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
     if provider_enabled(settings.builtin_idp, settings.database):
         platform.provider = demo_provider(settings, platform.store)
         routes += AuthorizationServer(platform.provider, api.base, patient_finder(platform.resources)).routes()
-    routes += BulkApi(platform.exports, platform.repo, platform.guard, platform.registry, api.base).routes()
+    routes += BulkApi(platform.exports, platform.repo, platform.guard, platform.registry, api.base,
+                      settings.max_body_bytes).routes()
     routes += api.routes()
-    app = Starlette(routes=routes, exception_handlers={
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # uvicorn re-raises SIGTERM after a graceful shutdown, so atexit handlers do not run:
+        # stop the export jobs here (they are marked failed and their files removed), and
+        # write the audit records still queued (the last ~50 ms of requests)
+        await run_in_threadpool(platform.exports.close)
+        await run_in_threadpool(platform.audit.flush)
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         errors.FhirError: fhir_error, HTTPException: http_error, Exception: unexpected})
     app.state.platform = platform
     return app
@@ -141,7 +155,7 @@ def build_asgi(settings: Settings, **kwargs: Any) -> Any:
     if settings.oidc_issuers:
         # fetch remote issuers' keys now, off the event loop, so the first token does not wait
         threading.Thread(target=verifier.prefetch, name="enjournal-jwks", daemon=True).start()
-    return Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
+    return Authenticate(FastRead(app, platform.resources, offload=not settings.database.startswith("sqlite:")), verifier, principal_from_claims, platform.facts,
                         platform.audit)
 
 

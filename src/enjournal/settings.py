@@ -58,6 +58,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Where $export writes its NDJSON files (default: 'exports' beside the SQLite file, else ./exports)"),
     Setting("export_file_resources", int, 100_000, "Most resources in one $export NDJSON file"),
     Setting("export_max_jobs", int, 4, "Most $export jobs running at once in one process (more: 429)"),
+    Setting("export_keep_hours", float, 24.0,
+            "How long a finished $export's files are kept (the manifest's Expires) before they are removed"),
     Setting("emergency_access_minutes", int, 240,
             "How long emergency access (ETREAT/BTG with a stated reason) lasts before a new reason is needed"),
     Setting("builtin_idp", str, "auto",
@@ -91,6 +93,7 @@ class Settings:
     export_dir: str = ""
     export_file_resources: int = 100_000
     export_max_jobs: int = 4
+    export_keep_hours: float = 24.0
     emergency_access_minutes: int = 240
     builtin_idp: str = "auto"
     oidc_issuers: str = ""

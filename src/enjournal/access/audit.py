@@ -347,6 +347,9 @@ def _query_entity(t: Touched, prefix: str) -> dict:
         if t.id:
             entity["what"] = {"reference": f"{prefix}{t.type}/{t.id}"}
         entity["description"] = f"history of {target}"
+    elif t.query.startswith("$"):      # an operation over a whole type, e.g. a bulk export
+        operation, _, detail = t.query.partition(" ")
+        entity["description"] = f"{operation} of {t.type}" + (f" ({detail})" if detail else "")
     else:
         entity["description"] = f"search {t.type if t.type != '*' else 'all types'}"
     entity["query"] = _b64(mask(t.query or ""))

@@ -81,11 +81,12 @@ class Guard:
             ctx.denied = decision
         raise self.refuse(decision)
 
-    def export_types(self, requested: tuple | None, all_types: tuple, level: str) -> tuple:
+    def export_types(self, requested: tuple | None, all_types: tuple, level: str, job: str) -> tuple:
         """The resource types a bulk export (https://hl7.org/fhir/uv/bulkdata/export.html) may
         contain for the current subject: only systems export, and only the types their
         scopes let them read; a type asked for by name and not granted is a 403. The export
-        is recorded in the request's audit record, one entity per type."""
+        (``level``: system, patient or group; ``job``: its id) is recorded in the request's
+        audit record, one entity per type."""
         ctx = self.ctx()
         if not self.is_system(ctx):
             decision = Decision(False, "bulk export is for system clients (client credentials with "
@@ -102,7 +103,7 @@ class Guard:
             if not granted:
                 self.system_scope(ctx, "read", None)
         for type_ in granted:
-            ctx.touched.append(Touched(type_, None, None, None, "R", query=f"$export ({level})"))
+            ctx.touched.append(Touched(type_, None, None, None, "R", query=f"$export level={level} job={job}"))
         return granted
 
     def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None) -> Decision:

@@ -8,7 +8,10 @@ each), read in key order in batches, never parsed. See docs/bulk-export.md.
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -21,12 +24,24 @@ import orjson
 from .. import errors
 from ..fhir import dates
 
+log = logging.getLogger("enjournal.export")
+
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 _NOT_SUPPORTED = ("_typeFilter", "_elements", "includeAssociatedData", "patient", "organizeOutputBy",
                   "allowPartialManifests")
 _KNOWN = ("_outputFormat", "_type", "_since", "_format", "_pretty")
+# a FHIR instant (https://hl7.org/fhir/R4/datatypes.html#instant): seconds and a time zone
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 BATCH = 5000
+# Group members per statement: each appears twice in it, well under SQLite's 32,766 and
+# PostgreSQL's 65,535 parameters; a larger Group is exported in several passes
+PATIENT_CHUNK = 2000
 KIND = "export"
+RUNNING, COMPLETE, FAILED, CANCELLED = "running", "complete", "failed", "cancelled"
+# a running job writes its row after every batch; one silent this long lost its process
+STALE_MS = 30 * 60_000
+_ELEVEN_DIGITS = re.compile(r"[0-9]{11}")
+_LOST = "the export stopped: the server process writing it ended; start a new export"
 
 
 @dataclass(frozen=True)
@@ -38,12 +53,25 @@ class ExportRequest:
     url: str                     # the kick-off URL, for the manifest
 
 
-def parse_request(params: list[tuple[str, str]], level: str, group: str | None, url: str,
-                  known_types: frozenset, lenient: bool = False) -> ExportRequest:
-    """The kick-off's parameters, or ``errors.Invalid`` naming the one that is wrong."""
+def parse_request(params: list[tuple[str, str | None]], level: str, group: str | None, url: str,
+                  known_types: frozenset, lenient: bool = False,
+                  patient_types: frozenset = frozenset()) -> ExportRequest:
+    """The kick-off's parameters, or ``errors.Invalid`` / ``errors.NotSupported`` naming the
+    one that is wrong. ``patient_types``: the types a Patient- or Group-level export can hold
+    (asking only for others is a 400). A value of None is a POST parameter that is not a
+    string. ``lenient`` (``Prefer: handling=lenient``) drops unknown parameters."""
     types: list[str] | None = None
     since = None
     for name, value in params:
+        if name in _NOT_SUPPORTED:
+            raise errors.NotSupported(f"the export parameter {name} is not supported: leave it out", name)
+        if name not in _KNOWN:
+            if lenient:
+                continue
+            raise errors.Invalid(f"unknown export parameter '{name}' (supported: _type, _since, _outputFormat)",
+                                 name)
+        if value is None:
+            raise errors.Invalid(f"the export parameter {name} takes a string value", name)
         if name == "_outputFormat":
             if value not in OUTPUT_FORMATS:
                 raise errors.Invalid(f"_outputFormat '{value}' is not supported: use application/fhir+ndjson",
@@ -54,129 +82,227 @@ def parse_request(params: list[tuple[str, str]], level: str, group: str | None, 
                     raise errors.Invalid(f"_type: unknown resource type '{type_}'", "_type")
                 types = (types or []) + [type_]
         elif name == "_since":
-            parsed = dates.parse_range(value) if "T" in value and value[-1:] == "Z" or "+" in value[10:] \
-                or value[19:].count("-") else None
-            if parsed is None:
-                raise errors.Invalid(f"_since must be a FHIR instant with a time zone (e.g. 2026-01-01T00:00:00Z), "
-                                     f"not '{value}'", "_since")
-            since = parsed[0]
-        elif name in _NOT_SUPPORTED:
-            raise errors.NotSupported(f"the export parameter {name} is not supported", name)
-        elif name not in _KNOWN and not lenient:
-            raise errors.Invalid(f"unknown export parameter '{name}'", name)
+            since = _instant(value)
+    if types and level != "system" and patient_types and not lenient and not set(types) & patient_types:
+        raise errors.Invalid(f"_type: {', '.join(types)} cannot be in a patient's compartment, so a {level}-level "
+                             "export holds none of it; use the system-level [base]/$export", "_type")
     return ExportRequest(level, group, tuple(dict.fromkeys(types)) if types else None, since, url)
 
 
+def _instant(value: str) -> int:
+    """Epoch ms of a FHIR instant; a '+' of the time zone that a query string turned into a
+    space is taken as '+'."""
+    text = value[:19] + value[19:].replace(" ", "+")
+    parsed = dates.parse_range(text) if _INSTANT.match(text) else None
+    if parsed is None:
+        raise errors.Invalid(f"_since must be a FHIR instant with seconds and a time zone "
+                             f"(e.g. 2026-01-01T00:00:00Z), not '{value}'", "_since")
+    return parsed[0]
+
+
 class ExportJobs:
-    """Background export jobs of one process; their state lives in the store (table ``job``)."""
+    """Background export jobs of one process; their state lives in the store (table ``job``):
+    ``{"request", "transactionTime", "types", "level", "since", "exported", "output", "error"}``
+    as JSON, status running, complete, failed or cancelled."""
 
     def __init__(self, store: Any, directory: Path, file_resources: int = 100_000, max_jobs: int = 4,
-                 clock: Callable[[], int] | None = None):
+                 keep_ms: int = 24 * 3_600_000, clock: Callable[[], int] | None = None):
         self.store = store
         self.directory = Path(directory)
         self.file_resources = max(1, file_resources)
         self.max_jobs = max_jobs
+        self.keep_ms = keep_ms
         self.clock = clock or store.clock
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._at_exit = False
         self.before_batch: Callable[[str], None] | None = None     # tests: slow a job down
 
     # -- requests ------------------------------------------------------------------------
 
-    def start(self, request: ExportRequest, owner: str, types: tuple, patients: tuple | None) -> str:
-        """Record a job and start writing it; returns the job id. 429 when too many run."""
+    @staticmethod
+    def new_id() -> str:
+        """A job id: random and unguessable (it is part of the status and file URLs), without
+        a run of eleven digits, which the audit log would mask as a possible person number."""
+        while True:
+            job = uuid.uuid4().hex
+            if not _ELEVEN_DIGITS.search(job):
+                return job
+
+    def start(self, job: str, request: ExportRequest, owner: str, types: tuple | None,
+              patients: tuple | None) -> None:
+        """Record job ``job`` and start writing it. ``types``: the types to export (None:
+        every type); ``patients``: a Group's members. 429 when too many run here."""
+        self.sweep()
         with self._lock:
+            if self._closing.is_set():
+                message = "the server is stopping: start the export again in a moment"
+                stopping = errors.FhirError(message, issues=[errors.Issue(message, (), "transient")],
+                                            headers={"Retry-After": "10"})
+                stopping.status = 503
+                raise stopping
             running = [j for j, t in self._threads.items() if t.is_alive()]
             if len(running) >= self.max_jobs:
                 raise errors.TooManyRequests(f"{len(running)} exports are running; try again later",
                                              headers={"Retry-After": "30"})
-            job = uuid.uuid4().hex
             now = self.clock()
-            state = {"request": request.url, "transactionTime": now, "types": list(types),
+            state = {"request": request.url, "transactionTime": now, "types": list(types) if types else None,
                      "level": request.level, "since": request.since, "exported": 0, "output": []}
-            self.store.job_put(job, KIND, owner, "running", orjson.dumps(state).decode(), now)
+            self.store.job_put(job, KIND, owner, RUNNING, _json(state), now)
             thread = threading.Thread(target=self._run, args=(job, owner, state, types, request.since, now, patients),
                                       name=f"enjournal-export-{job[:8]}", daemon=True)
+            if not self._at_exit:
+                # a process may end without Platform.close() (uvicorn's shutdown calls close()
+                # itself, app.py): stop the jobs at exit; as daemon threads they still run then
+                atexit.register(self.close)
+                self._at_exit = True
             self._threads[job] = thread
             thread.start()
-        return job
 
-    def status(self, job: str, owner: str) -> tuple[str, dict]:
-        """(status, state) of the caller's job; NotFound for unknown, another's, or cancelled."""
+    def status(self, job: str, owner: str) -> tuple[str, dict, int]:
+        """(status, state, last update in epoch ms) of the caller's job; NotFound for an
+        unknown, another client's, cancelled or expired one. A running job whose process
+        stopped answering (no update for ``STALE_MS``) is failed."""
         row = self._row(job, owner)
-        return row[2], orjson.loads(row[5])
+        status, state, updated = row[2], orjson.loads(row[5]), row[4]
+        now = self.clock()
+        if status == RUNNING and job not in self._threads and now - updated > STALE_MS:
+            status = FAILED
+            state["error"] = _LOST
+            self.store.job_put(job, KIND, owner, FAILED, _json(state), now)
+        elif status in (COMPLETE, FAILED) and now - updated > self.keep_ms:
+            raise errors.NotFound(f"export {job} has expired; start a new export", "url")
+        return status, state, updated
 
     def cancel(self, job: str, owner: str) -> None:
-        """Stop a job and delete its files; its status is then 404."""
+        """Stop a job (its thread notices before its next batch) and delete its files; its
+        status is then 404."""
         row = self._row(job, owner)
-        self.store.job_put(job, KIND, owner, "cancelled", row[5], self.clock())
-        thread = self._threads.get(job)
-        if thread is None or not thread.is_alive():
-            shutil.rmtree(self.directory / job, ignore_errors=True)
+        self.store.job_put(job, KIND, owner, CANCELLED, row[5], self.clock())
+        shutil.rmtree(self.directory / job, ignore_errors=True)
 
     def file(self, job: str, owner: str, name: str) -> Path:
         """The path of one of the caller's completed job's files."""
-        status, state = self.status(job, owner)
-        if status != "complete" or name not in {o["name"] for o in state["output"]}:
+        status, state, _ = self.status(job, owner)
+        path = self.directory / job / name
+        if status != COMPLETE or name not in {o["name"] for o in state["output"]} or not path.is_file():
             raise errors.NotFound(f"no file {name} in export {job}", "url")
-        return self.directory / job / name
+        return path
+
+    def expires(self, updated: int) -> int:
+        """When a job finished at ``updated`` is removed (epoch ms)."""
+        return updated + self.keep_ms
+
+    def sweep(self) -> None:
+        """Remove the files and rows of this database's jobs that finished more than
+        ``keep_ms`` ago, and the files of running jobs whose process is gone (they are marked
+        failed). Folders of unknown jobs are left alone: the folder may be shared."""
+        now = self.clock()
+        try:
+            entries = [e.name for e in os.scandir(self.directory) if e.is_dir() and _plausible(e.name)]
+        except OSError:
+            return
+        for job in entries:
+            if job in self._threads:
+                continue
+            row = self.store.job_get(job)
+            if row is None:
+                continue
+            if row[2] == RUNNING and now - row[4] > STALE_MS:
+                shutil.rmtree(self.directory / job, ignore_errors=True)
+                state = orjson.loads(row[5])
+                state["error"] = _LOST
+                self.store.job_put(job, KIND, row[1], FAILED, _json(state), now)
+            elif row[2] != RUNNING and now - row[4] > self.keep_ms:
+                shutil.rmtree(self.directory / job, ignore_errors=True)
+                self.store.job_delete(job)
 
     def close(self) -> None:
+        """Stop the running jobs (they are marked failed and their files removed)."""
         self._closing.set()
         for thread in list(self._threads.values()):
-            thread.join(timeout=10)
+            thread.join(timeout=30)
+        if self._at_exit:
+            atexit.unregister(self.close)
+            self._at_exit = False
 
     def _row(self, job: str, owner: str) -> tuple:
         row = self.store.job_get(job) if _plausible(job) else None
-        if row is None or row[0] != KIND or row[1] != owner or row[2] == "cancelled":
+        if row is None or row[0] != KIND or row[1] != owner or row[2] == CANCELLED:
             raise errors.NotFound(f"no export job {job}", "url")
         return row
 
     # -- the work ------------------------------------------------------------------------
 
-    def _run(self, job: str, owner: str, state: dict, types: tuple, since: int | None, until: int,
+    def _run(self, job: str, owner: str, state: dict, types: tuple | None, since: int | None, until: int,
              patients: tuple | None) -> None:
         folder = self.directory / job
         writer = _Files(folder, self.file_resources)
-        after, exported = 0, 0
+        compartments = state["level"] != "system"
+        # a large Group goes in passes of PATIENT_CHUNK members; a resource of several patients
+        # can match more than one pass, so the keys written are remembered then
+        chunks = [patients[i:i + PATIENT_CHUNK] for i in range(0, len(patients), PATIENT_CHUNK)] \
+            if patients is not None else [None]
+        written: set[int] | None = set() if len(chunks) > 1 else None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            while True:
-                if self._closing.is_set() or self._cancelled(job):
-                    writer.close()
-                    shutil.rmtree(folder, ignore_errors=True)
-                    return
-                if self.before_batch is not None:
-                    self.before_batch(job)
-                rows = self.store.export_batch(after, BATCH, types, since, until, patients,
-                                               compartments=state["level"] != "system")
-                if not rows:
-                    break
-                for _key, type_, body in rows:
-                    writer.write(type_, body)
-                after = rows[-1][0]
-                exported += len(rows)
-                state["exported"] = exported
-                self.store.job_put(job, KIND, owner, "running", orjson.dumps(state).decode(), self.clock())
+            for chunk in chunks:
+                after = 0
+                while True:
+                    if self._stopped(job, owner, state, writer):
+                        return
+                    if self.before_batch is not None:
+                        self.before_batch(job)
+                    rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments)
+                    if not rows:
+                        break
+                    for key, type_, body in rows:
+                        if written is not None:
+                            if key in written:
+                                continue
+                            written.add(key)
+                        writer.write(type_, body)
+                    after = rows[-1][0]
+                    state["exported"] = writer.count
+                    self.store.job_put(job, KIND, owner, RUNNING, _json(state), self.clock())
             writer.close()
             state["output"] = writer.manifest()
+            # the files are complete before the one update that makes them visible; a
+            # cancelled job's row stays cancelled (job_put does not overwrite it)
+            self.store.job_put(job, KIND, owner, COMPLETE, _json(state), self.clock())
             if self._cancelled(job):
                 shutil.rmtree(folder, ignore_errors=True)
-                return
-            self.store.job_put(job, KIND, owner, "complete", orjson.dumps(state).decode(), self.clock())
-        except Exception as exc:        # the job failed, not the request: its status says so
-            writer.close()
+        except Exception as exc:        # the job failed, not a request: its status says so (500)
+            writer.discard()
             shutil.rmtree(folder, ignore_errors=True)
-            state["error"] = f"the export failed: {type(exc).__name__}"
-            self.store.job_put(job, KIND, owner, "failed", orjson.dumps(state).decode(), self.clock())
+            try:
+                if self._cancelled(job):    # e.g. a new part's file in the folder a cancel removed
+                    return
+                log.exception("export %s failed", job)
+                state["error"] = f"the export failed: {type(exc).__name__}; start a new export"
+                self.store.job_put(job, KIND, owner, FAILED, _json(state), self.clock())
+            except Exception:
+                log.exception("export %s: its failure could not be recorded", job)
         finally:
             with self._lock:
                 self._threads.pop(job, None)
 
+    def _stopped(self, job: str, owner: str, state: dict, writer: "_Files") -> bool:
+        """Cancelled, or the server is stopping (the job is then failed): files removed."""
+        closing = self._closing.is_set()
+        if not closing and not self._cancelled(job):
+            return False
+        writer.discard()
+        shutil.rmtree(self.directory / job, ignore_errors=True)
+        if closing:
+            state["error"] = "the server stopped before the export finished; start a new export"
+            self.store.job_put(job, KIND, owner, FAILED, _json(state), self.clock())
+        return True
+
     def _cancelled(self, job: str) -> bool:
         row = self.store.job_get(job)
-        return row is None or row[2] == "cancelled"
+        return row is None or row[2] == CANCELLED
 
 
 class _Files:
@@ -185,32 +311,48 @@ class _Files:
     def __init__(self, folder: Path, per_file: int):
         self.folder = folder
         self.per_file = per_file
-        self.open: dict[str, tuple[Any, int]] = {}     # type -> (file, lines in it)
+        self.open: dict[str, list] = {}                  # type -> [file, lines in it, part]
         self.done: list[dict] = []                       # {type, name, count}
+        self.count = 0
 
     def write(self, type_: str, body: bytes) -> None:
-        handle, count = self.open.get(type_, (None, 0))
-        if handle is None or count >= self.per_file:
-            if handle is not None:
-                self._finish(type_, handle, count)
-            part = sum(1 for d in self.done if d["type"] == type_) + 1
-            handle, count = open(self.folder / f"{type_}-{part}.ndjson", "wb", buffering=1 << 20), 0
-        handle.write(body)
-        handle.write(b"\n")
-        self.open[type_] = (handle, count + 1)
+        entry = self.open.get(type_)
+        if entry is None or entry[1] >= self.per_file:
+            part = 1
+            if entry is not None:
+                self._finish(type_, entry)
+                part = entry[2] + 1
+            entry = self.open[type_] = [open(self.folder / f"{type_}-{part}.ndjson", "wb", buffering=1 << 20),
+                                        0, part]
+        entry[0].write(body + b"\n")
+        entry[1] += 1
+        self.count += 1
 
-    def _finish(self, type_: str, handle: Any, count: int) -> None:
-        handle.close()
-        self.done.append({"type": type_, "name": os.path.basename(handle.name), "count": count})
+    def _finish(self, type_: str, entry: list) -> None:
+        entry[0].close()
+        self.done.append({"type": type_, "name": os.path.basename(entry[0].name), "count": entry[1]})
 
     def close(self) -> None:
-        for type_, (handle, count) in self.open.items():
-            if not handle.closed:
-                self._finish(type_, handle, count)
+        for type_, entry in self.open.items():
+            if not entry[0].closed:
+                self._finish(type_, entry)
+        self.open.clear()
+
+    def discard(self) -> None:
+        """Close every file, ignoring errors (their folder is removed next)."""
+        for entry in self.open.values():
+            try:
+                entry[0].close()
+            except OSError:
+                pass
         self.open.clear()
 
     def manifest(self) -> list[dict]:
-        return sorted(self.done, key=lambda d: (d["type"], d["name"]))
+        return sorted(self.done, key=lambda d: (d["type"], int(d["name"].rsplit("-", 1)[1].split(".")[0])))
+
+
+def _json(state: dict) -> str:
+    return orjson.dumps(state).decode()
 
 
 def _plausible(job: str) -> bool:

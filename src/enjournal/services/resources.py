@@ -259,6 +259,9 @@ class ResourceService:
         self.check_type(type)
         current = unit.read(type, id)
         if current is None or current.deleted:
+            if if_match is not None:       # the condition fails: there is no such version now
+                raise errors.PreconditionFailed(f"{type}/{id} is {'deleted' if current else 'not known'}, "
+                                                f"not at version {if_match} (If-Match)")
             return None      # deleting what is not there succeeds (idempotent)
         stored = unit.put(type, id, None, "DELETE", expected_version=if_match)
         self._written(unit, type, current, None)

@@ -79,6 +79,7 @@ class Page:
     total: int | None
     has_more: bool
     snapshot: int           # ceiling key for stable paging
+    loaded: list | None = None   # the resources of ``keys``, when the backend read them with the keys
 
 
 class UnitOfWork(Protocol):
@@ -136,6 +137,14 @@ class Repository(Protocol):
                      until: int | None = None, emergency: bool | None = None, count: int = 100,
                      offset: int = 0) -> list[AuditRow]: ...
     def grants(self, patient: str) -> list[tuple[str, int, str]]: ...
+    # bulk export (services/export.py): current resources as (key, type, body) in key order,
+    # keyset-paged; background jobs' rows (state as JSON text; a cancelled job stays cancelled)
+    def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
+                     until: int | None = None, patients: tuple | None = None,
+                     compartments: bool = False) -> list[tuple[int, str, bytes]]: ...
+    def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None: ...
+    def job_get(self, id: str) -> tuple | None: ...     # (kind, owner, status, created, updated, state)
+    def job_delete(self, id: str) -> None: ...
     def close(self) -> None: ...
 
 

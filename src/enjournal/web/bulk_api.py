@@ -10,30 +10,35 @@ Only the client that started a job sees it (others get 404). docs/bulk-export.md
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from .. import errors
 from ..fhir import dates
+from ..fhir.compartments import compartment_types
 from ..fhir.outcome import operation_outcome
 from ..fhir.references import parse_relative
-from ..services.export import ExportJobs, parse_request
-from .responses import check_accept, json_response, prefer_handling
+from ..services.export import COMPLETE, FAILED, RUNNING, ExportJobs, parse_request
+from .responses import check_accept, json_response, prefer_handling, read_json
 
 NDJSON = "application/fhir+ndjson"
+PATIENT_TYPES = frozenset(compartment_types("Patient")) | {"Patient"}
 
 
 class BulkApi:
-    def __init__(self, jobs: ExportJobs, repo: Any, guard: Any, registry: Any, base):
+    def __init__(self, jobs: ExportJobs, repo: Any, guard: Any, registry: Any, base, max_body_bytes: int):
         self.jobs = jobs
         self.repo = repo            # the guarded repository (reads the Group)
         self.guard = guard
         self.types = frozenset(registry.resource_types())
         self.base = base
+        self.max_body_bytes = max_body_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -50,25 +55,30 @@ class BulkApi:
 
     async def kick_off(self, request: Request) -> Response:
         check_accept(request)
-        prefer = (request.headers.get("prefer") or "").replace(" ", "").lower()
-        if "respond-async" not in prefer.split(","):
+        prefer = [p.strip() for p in re.split(r"[,;]", (request.headers.get("prefer") or "").lower())]
+        if "respond-async" not in prefer:
             raise errors.Invalid("$export is asynchronous: send the header 'Prefer: respond-async'", "Prefer")
-        params = list(request.query_params.multi_items())
+        params: list[tuple[str, str | None]] = list(request.query_params.multi_items())
         if request.method == "POST":
-            params += _parameters(await request.body())
-        path = request.url.path
+            params += _parameters(await read_json(request, self.max_body_bytes))
         group = request.path_params.get("id")
-        level = "group" if group is not None else "patient" if path.startswith("/Patient/") else "system"
-        export = parse_request(params, level, group, str(request.url), self.types, prefer_handling(request))
+        level = "group" if group is not None else "patient" if request.url.path.startswith("/Patient/") else "system"
+        export = parse_request(params, level, group, str(request.url), self.types, prefer_handling(request),
+                               PATIENT_TYPES)
+        return await run_in_threadpool(self._start, export, level, group, request)
+
+    def _start(self, export: Any, level: str, group: str | None, request: Request) -> Response:
         owner = self._owner()
-        types = self.guard.export_types(export.types, tuple(sorted(self.types)), level)
-        patients = None
-        if group is not None:
-            patients = self._members(group)
-        job = self.jobs.start(export, owner, types, patients)
+        job = self.jobs.new_id()
+        # the access module decides which types this client may export (403 for one asked
+        # for by name and not granted) and records the export for the audit log
+        types = self.guard.export_types(export.types, tuple(sorted(self.types)), level, job)
+        patients = self._members(group) if group is not None else None
+        self.jobs.start(job, export, owner, None if frozenset(types) >= self.types else types, patients)
         return Response(status_code=202, headers={"Content-Location": f"{self.base(request)}/$export-status/{job}"})
 
     def _members(self, group: str) -> tuple:
+        """The Patient ids of the Group's ``member.entity`` (other members are ignored)."""
         stored = self.repo.read("Group", group)
         if stored is None or stored.deleted:
             raise errors.NotFound(f"Group/{group} is not known", "url")
@@ -85,15 +95,17 @@ class BulkApi:
         job = request.path_params["job"]
         owner = self._owner()
         if request.method == "DELETE":
-            self.jobs.cancel(job, owner)
+            await run_in_threadpool(self.jobs.cancel, job, owner)     # removing files takes a while
             return Response(status_code=202)
-        status, state = self.jobs.status(job, owner)
-        if status == "running":
+        status, state, updated = self.jobs.status(job, owner)
+        if status == RUNNING:
             return Response(status_code=202, headers={"X-Progress": f"exported {state['exported']} resources",
                                                       "Retry-After": "2"})
-        if status == "failed":
-            err = errors.FhirError(state.get("error") or "the export failed")
+        if status == FAILED:
+            # the job itself failed (the spec's error status), not this request
+            err = errors.FhirError(state.get("error") or "the export failed; start a new export")
             return json_response(operation_outcome(err), status=500)
+        assert status == COMPLETE, status
         base = self.base(request)
         manifest = {
             "transactionTime": dates.to_instant(state["transactionTime"]),
@@ -103,30 +115,23 @@ class BulkApi:
                        for o in state["output"]],
             "error": [],
         }
-        return json_response(manifest, headers={"Expires": dates.http_date(state["transactionTime"] + 86_400_000)})
+        return Response(orjson.dumps(manifest), media_type="application/json",
+                        headers={"Expires": dates.http_date(self.jobs.expires(updated))})
 
     async def file(self, request: Request) -> Response:
         path = self.jobs.file(request.path_params["job"], self._owner(), request.path_params["name"])
         return FileResponse(path, media_type=NDJSON)
 
 
-def _parameters(body: bytes) -> list[tuple[str, str]]:
-    """A POST kick-off's Parameters resource as (name, value) pairs."""
-    if not body.strip():
-        return []
-    try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.Invalid(f"the body is not JSON: {exc}", "body") from None
+def _parameters(resource: object) -> list[tuple[str, str | None]]:
+    """A POST kick-off's Parameters resource as (name, value) pairs; the value is None when
+    it is not a string (``parse_request`` then names the parameter)."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
         raise errors.Invalid("a POST $export takes a Parameters resource", "resourceType")
-    out = []
+    out: list[tuple[str, str | None]] = []
     for i, p in enumerate(resource.get("parameter") or []):
         if not isinstance(p, dict) or not isinstance(p.get("name"), str):
             raise errors.Invalid("each parameter needs a name", f"Parameters.parameter[{i}].name")
         value = next((v for k, v in p.items() if k.startswith("value")), None)
-        if not isinstance(value, str):
-            raise errors.Invalid(f"parameter {p['name']} needs a string value", f"Parameters.parameter[{i}]")
-        out.append((p["name"], value))
+        out.append((p["name"], value if isinstance(value, str) else None))
     return out
-

@@ -12,6 +12,16 @@ from ..access.provider import enabled as provider_enabled
 _INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
                  "search-type"]
 _UNSUPPORTED_TYPES = {"special"}
+# Bulk Data Access IG STU2 (https://hl7.org/fhir/uv/bulkdata/STU2/): $export at system level,
+# on Patient (every patient) and on Group (its members), as its CapabilityStatement places them
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+_BULK_VERSION = "2.0.0"
+_BULK_RESOURCE_OPERATIONS = {
+    "Patient": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export|{_BULK_VERSION}",
+                 "documentation": "Bulk Data export of every patient's compartment"}],
+    "Group": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export|{_BULK_VERSION}",
+               "documentation": "Bulk Data export of the compartments of the Group's Patient members"}],
+}
 
 
 def capability_builder(registry: Any, settings: Any):
@@ -41,6 +51,7 @@ def capability_builder(registry: Any, settings: Any):
                 "searchInclude": [f"{type_}:{c}" for c in ref_params] + [f"{type_}:*"],
                 "searchRevInclude": ["*"],
                 "searchParam": params,
+                **({"operation": _BULK_RESOURCE_OPERATIONS[type_]} if type_ in _BULK_RESOURCE_OPERATIONS else {}),
             })
         return {
             "resourceType": "CapabilityStatement",
@@ -48,6 +59,7 @@ def capability_builder(registry: Any, settings: Any):
             "date": "2026-11-22",
             "publisher": "enjournal",
             "kind": "instance",
+            "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data|{_BULK_VERSION}"],
             "software": {"name": "enjournal", "version": __version__},
             "implementation": {"description": "enjournal FHIR R4 server", "url": base},
             "fhirVersion": FHIR_VERSION,
@@ -81,10 +93,8 @@ def capability_builder(registry: Any, settings: Any):
                 "operation": [
                     {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
                     {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
-                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
-                    {"name": "export", "definition":
-                        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
-                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
+                    {"name": "export", "definition": f"{_BULK}/OperationDefinition/export|{_BULK_VERSION}",
+                     "documentation": "Bulk Data system-level export for system clients (docs/bulk-export.md)"},
                 ],
             }],
         }

@@ -56,11 +56,20 @@ class PgConnection:
                 return self.raw.execute(sql)
             return self.raw.execute(_pg_sql(sql), args)
         except psycopg.errors.DataError as exc:
-            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary}") from None
+            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary or exc}") from None
 
     def executemany(self, sql: str, rows: list) -> None:
         with self.raw.cursor() as cur:
             cur.executemany(_pg_sql(sql), rows)
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    """Statements are prepared on their second use (psycopg's default is the sixth), but
+    always planned for their values: a generic plan cannot see that a patient has 50 rows
+    and a code 50,000, and was measured 10-40x slower for patient-scoped searches."""
+    conn.prepare_threshold = 1
+    conn.prepared_max = 512
+    conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
 class _Reading:
@@ -81,6 +90,8 @@ class _Reading:
 class PostgresRepository(SqlRepository):
     index_format = INDEX_FORMAT
     hints = False
+    max_index_text = MAX_INDEX_TEXT
+    bodies_with_keys = True         # a round trip costs more than reading 20 bodies at once
 
     def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
                  new_id: Callable[[], str] | None = None, pool_min: int = 2, pool_max: int = 20,
@@ -93,7 +104,7 @@ class PostgresRepository(SqlRepository):
         except psycopg.OperationalError as exc:
             raise errors.Invalid(f"cannot connect to PostgreSQL: {str(exc).strip()}", "database") from None
         self.pool = ConnectionPool(url, min_size=pool_min, max_size=max(pool_min, pool_max),
-                                   kwargs={"autocommit": True}, open=True, name="enjournal")
+                                   kwargs={"autocommit": True}, configure=_configure, open=True, name="enjournal")
         self.pool.wait(timeout=30)
         with self._reading() as conn:
             self._pids = dict(conn.execute("SELECT url, pid FROM sp").fetchall())
@@ -135,7 +146,7 @@ class PostgresRepository(SqlRepository):
                         for row in rows:
                             copy.write_row((row[1], row[2], pks[row[0]], row[0]))
         except psycopg.errors.DataError as exc:
-            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary}") from None
+            raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary or exc}") from None
 
     def _update_res(self, conn: PgConnection, rk: int, version: int, seq: int, updated: int, deleted: bool,
                     patient: str | None) -> None:

@@ -129,6 +129,14 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL
     );
     """,
+    # 3: probes of one candidate's rows read the index only: the reference probe's url and
+    #    the type check's deleted flag are carried in the index (no heap visit per candidate)
+    """
+    DROP INDEX ix_ref_rk;
+    CREATE INDEX ix_ref_rk ON ix_ref (rk, pid, ttype, tid) INCLUDE (url);
+    DROP INDEX res_type_rk;
+    CREATE INDEX res_type_rk ON res (type, rk) INCLUDE (deleted);
+    """,
 )
 
 # Mirrors SQLite's INDEX_FORMAT: a change in how index rows are keyed reindexes on start.
@@ -145,6 +153,7 @@ REFERENCE: tuple[str, ...] = ("sp", "setting", "cursor", "job", "schema_version"
 
 # Index values are cut to this many characters on PostgreSQL: a btree entry must fit in
 # about 2.7 kB, and an index may hold two text values (4 bytes per character at most).
+# Searches cut their values the same way (sql/search.py), so a long value is still found.
 MAX_INDEX_TEXT = 300
 
 

@@ -8,6 +8,8 @@ the few statements its dialect spells differently. Every statement here is writt
 """
 from __future__ import annotations
 
+import re
+import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -21,6 +23,8 @@ from .rows import INDEX_TABLES, add_rows, param_key, patient_of
 from .search import SqlBuilder
 
 _COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
+# an escaped U+0000 in JSON text: "\u0000" not itself preceded by an escaping backslash
+_NUL_IN_JSON = re.compile(rb'(?<!\\)(?:\\\\)*\\u0000')
 _READ_SQL = ("SELECT r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r JOIN hist h ON h.seq = r.seq "
              "WHERE r.type = ? AND r.id = ?")
 
@@ -31,6 +35,8 @@ class SqlRepository:
     and ``close``."""
     index_format = 0
     hints = True            # SqlBuilder: planner hints for SQLite
+    max_index_text: int | None = None   # index text cut to this many characters (PostgreSQL)
+    bodies_with_keys = False            # a search page reads its resources in the same statement
 
     def _setup(self, registry: Any, clock: Callable[[], int] | None, new_id: Callable[[], str] | None) -> None:
         import time
@@ -40,6 +46,7 @@ class SqlRepository:
         self.new_id = new_id or (lambda: str(uuid.uuid4()))
         self._pids: dict[str, int] = {}
         self._last_updated = 0
+        self._pages = threading.local()
 
     def _reading(self) -> Any:
         """A context manager yielding a connection for a few reads (autocommit)."""
@@ -74,9 +81,19 @@ class SqlRepository:
 
     def search(self, query: q.SearchQuery) -> Page:
         with self._reading() as conn:
-            return _search(conn, self.pid_of, self.clock(), query, self.hints)
+            page = _search(conn, self.pid_of, self.clock(), query, self.hints, self.max_index_text,
+                           self.bodies_with_keys)
+        if page.loaded is not None:
+            self._pages.last = page
+        return page
 
     def load(self, keys: list) -> list[Stored]:
+        # the page this thread just searched, when its resources came with it (a round trip less)
+        last = getattr(self._pages, "last", None)
+        if last is not None:
+            self._pages.last = None
+            if last.keys == keys:
+                return last.loaded
         with self._reading() as conn:
             return _load(conn, keys)
 
@@ -363,7 +380,10 @@ class SqlRepository:
         patients' compartments (a resource of several patients when it refers to one)."""
         conds, args = ["r.rk > ?", "r.deleted = 0"], [after_key]
         if types is not None:
-            conds.append(f"r.type IN ({','.join('?' * len(types))})")
+            # "|| ''" keeps the planner off the (type, id) index: with it SQLite reads every
+            # remaining row of the types and sorts them for each batch (quadratic); the key
+            # order scan reads the table once
+            conds.append(f"r.type || '' IN ({','.join('?' * len(types))})")
             args.extend(types)
         if since is not None:
             conds.append("r.updated >= ?")
@@ -521,7 +541,8 @@ class SqlUnit:
 
     def search(self, query: q.SearchQuery) -> Page:
         self.flush()
-        return _search(self.conn, self.repo.pid_of, self.repo.clock(), query, self.repo.hints)
+        return _search(self.conn, self.repo.pid_of, self.repo.clock(), query, self.repo.hints,
+                       self.repo.max_index_text)
 
     def load(self, keys: list) -> list[Stored]:
         self.flush()
@@ -555,6 +576,11 @@ class SqlUnit:
             resource["meta"] = meta
             resource["id"] = id
             body = jsonio.dumps(resource)
+            if b"\\u0000" in body and _NUL_IN_JSON.search(body):
+                # PostgreSQL cannot store U+0000 in text, and FHIR strings may not hold it
+                # (https://hl7.org/fhir/R4/datatypes.html#string): refused alike on every backend
+                raise errors.Invalid(f"the {type} contains a NUL character (U+0000), which FHIR strings may not "
+                                     "hold", type)
         seq = self.next_seq
         self.next_seq += 1
         if resource is not None and values is None:
@@ -678,24 +704,39 @@ def _feed(conn: Any, after: int, limit: int) -> list[FeedEntry]:
     return [FeedEntry(*row) for row in rows]
 
 
-def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = True) -> Page:
+def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = True,
+            max_text: int | None = None, bodies: bool = False) -> Page:
     """One page of keys. Paging is stable: the first page fixes a snapshot (the largest key
     then), later pages never see resources created after it. A first page without a total
-    reads its rows and its snapshot in one statement (one round trip on a server database)."""
-    builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0], hints)
+    reads its rows and its snapshot in one statement (one round trip on a server database);
+    with ``bodies``, the page's resources too (``Page.loaded``)."""
+    builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0], hints,
+                         max_text)
     snapshot = query.snapshot
     counting = query.count == 0 or query.summary == "count" or query.total in ("accurate", "estimate")
     if snapshot is None and counting:
         snapshot = conn.execute(_MAX_KEY).fetchone()[0]
     where, args = builder.where(query, snapshot=snapshot)
+    if any(type(a) is str and "\x00" in a for a in args):
+        # PostgreSQL refuses it; SQLite would only find nothing: refused alike
+        raise errors.Invalid("a search value may not contain a NUL character (U+0000)")
     total = None
     if query.count == 0 or query.summary == "count":
         total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
         return Page([], total, False, snapshot)
     order, order_args = builder.order_by(query)
     ceiling = _MAX_KEY_EXPR if snapshot is None else "0"
-    rows = conn.execute(f"SELECT r.rk, {ceiling} FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                        args + order_args + [query.count + 1, query.offset]).fetchall()
+    page_sql = f"SELECT r.rk, {ceiling} AS c FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+    page_args = args + order_args + [query.count + 1, query.offset]
+    loaded = None
+    if bodies:
+        rows = conn.execute(
+            f"SELECT p.rk, p.c, r.type, r.id, r.version, r.updated, h.body, r.seq, r.pat FROM "
+            f"(SELECT s.rk, s.c, row_number() OVER () AS n FROM ({page_sql}) s) p JOIN res r ON r.rk = p.rk "
+            f"JOIN hist h ON h.seq = r.seq ORDER BY p.n", page_args).fetchall()
+        loaded = [Stored(t, i, v, u, False, b, sq, patient=pt) for _k, _c, t, i, v, u, b, sq, pt in rows[:query.count]]
+    else:
+        rows = conn.execute(page_sql, page_args).fetchall()
     if snapshot is None:
         snapshot = rows[0][1] if rows else conn.execute(_MAX_KEY).fetchone()[0]
     has_more = len(rows) > query.count
@@ -704,7 +745,7 @@ def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = 
         total = conn.execute(f"SELECT COUNT(*) FROM res r WHERE {where}", args).fetchone()[0]
     elif not has_more:
         total = query.offset + len(keys) if (keys or query.offset == 0) else None
-    return Page(keys, total, has_more, snapshot)
+    return Page(keys, total, has_more, snapshot, loaded)
 
 
 _MAX_KEY_EXPR = "(SELECT COALESCE(MAX(rk), 0) FROM res)"

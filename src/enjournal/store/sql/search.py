@@ -35,12 +35,16 @@ class SqlBuilder:
     ``count(sql, args)``, when given, runs the capped counts that choose the driving clause."""
 
     def __init__(self, pid_of: Callable[[str | None, object], int | None], now_ms: int, count: Count | None = None,
-                 hints: bool = True):
+                 hints: bool = True, max_text: int | None = None):
         self.pid_of = pid_of
         # SQLite's planner needs steering (INDEXED BY, a unary + to keep an index out of
         # the plan); PostgreSQL's cost-based planner does not, and knows neither form
         self.hints = hints
         self._plus = "+" if hints else ""
+        # PostgreSQL turns EXISTS into a join it may drive from; OFFSET 0 keeps each probe a
+        # lookup of the candidate's own rows (its estimates for one patient's rows are poor)
+        self._fence = "" if hints else " OFFSET 0"
+        self.max_text = max_text        # index values are cut to this many characters
         self.now_ms = now_ms
         self.count = count
         self._aliases = itertools.count(1)
@@ -252,7 +256,8 @@ class SqlBuilder:
             inner, a = self._probe(c.inner, t)
             return (f"EXISTS (SELECT 1 FROM ix_ref x{self._by('ix_ref_rk')} JOIN res {t} ON {t}.type = x.ttype "
                     f"AND {t}.id = x.tid WHERE x.rk = {alias}.rk AND x.pid = ? AND x.ttype = ? "
-                    f"AND {t}.deleted = 0 AND {inner})", [self._pid(c.param, c.resource_type), c.target_type] + a)
+                    f"AND {t}.deleted = 0 AND {inner}{self._fence})", [self._pid(c.param, c.resource_type),
+                                                                       c.target_type] + a)
         if isinstance(c, q.Has):
             ids, args = self._has_ids(c)
             return f"{self._plus}{alias}.id IN ({ids})", args
@@ -267,7 +272,7 @@ class SqlBuilder:
         for table in sorted(tables):
             conds = [(cond, a) for t, cond, a, _s in branches if t == table]
             parts.append(f"EXISTS (SELECT 1 FROM {table}{self._by(table + '_rk')} WHERE rk = {alias}.rk AND pid = ? "
-                         f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}))")
+                         f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}){self._fence})")
             args.append(self._pid(c.param, c.resource_type))
             for _cond, a in conds:
                 args.extend(a)
@@ -280,9 +285,28 @@ class SqlBuilder:
         is a value all the same (https://hl7.org/fhir/R4/search.html#modifiers)."""
         pid = self._pid(c.param, c.resource_type)
         tables = [TABLE_OF_TYPE[c.param.type]] + (["ix_tok"] if c.param.type == "reference" else [])
-        exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t}{self._by(t + '_rk')} WHERE rk = {alias}.rk AND pid = ?)"
-                             for t in tables)
+        exists = " OR ".join(f"EXISTS (SELECT 1 FROM {t}{self._by(t + '_rk')} WHERE rk = {alias}.rk AND pid = ?"
+                             f"{self._fence})" for t in tables)
         return (f"NOT ({exists})" if c.missing else f"({exists})"), [pid] * len(tables)
+
+    @staticmethod
+    def _cut(v, n: int):
+        """A search value as the index holds it when index values are cut to ``n`` characters
+        (PostgreSQL): a longer value is then found, with any other that agrees on the first
+        ``n`` characters. ``:exact`` still compares the whole string (``exact`` is not cut)."""
+        def c(text):
+            return text[:n] if type(text) is str and len(text) > n else text
+        if isinstance(v, q.TokenQ):
+            return q.TokenQ(c(v.system), c(v.code))
+        if isinstance(v, q.OfTypeQ):
+            return q.OfTypeQ(c(v.type_system), c(v.type_code), c(v.value))
+        if isinstance(v, q.StringQ):
+            return q.StringQ(v.text, c(v.norm))
+        if isinstance(v, q.RefQ):
+            return q.RefQ(c(v.type), c(v.id), c(v.url))
+        if isinstance(v, q.UriQ):
+            return q.UriQ(c(v.uri))
+        return v
 
     def _by(self, index: str) -> str:
         return f" INDEXED BY {index}" if self.hints else ""
@@ -299,6 +323,8 @@ class SqlBuilder:
         return [self._value_cond(c.param, c.modifier, v) for v in c.values]
 
     def _value_cond(self, param, modifier, v) -> tuple[str, str, list, bool]:
+        if self.max_text is not None:
+            v = self._cut(v, self.max_text)
         kind = param.type
         if isinstance(v, q.TokenQ):
             return "ix_tok", *self._token_cond(v), v.code is not None

@@ -1,0 +1,178 @@
+"""The read, search, size and $export benchmarks on a PostgreSQL database (issue 4).
+
+    .venv/bin/python -m bench.build_db --resources 1000000 --postgres URL    # once
+    .venv/bin/python -m bench.postgres --database URL
+
+Figures (printed, and saved in bench/out/postgres.json):
+
+- sizes: bytes per resource in tables and in indexes (pg_total_relation_size per table);
+- GET by id over HTTP (``enjournal serve --workers 2``, system token): wrk at saturation and
+  p50/p99 at a steady 1,000 req/s; raw baseline: the same lookups as plain psycopg queries
+  from two threads (the engine alone), as a ratio;
+- searches in-process (the service with the guard, as the web layer calls it), p50/p99 per
+  query kind for a system and for a GP with attestation;
+- ``$export`` of the whole database over HTTP, as ``bench.export`` measures it (kick-off, poll,
+  download every file), against one plain SELECT of the bodies into one file.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import threading
+import time
+
+import httpx
+import psycopg
+
+from .common import bearer, enjournal_server, issue_token, log, machine, save_result, summarize_ms
+from .export import http_export, raw_export
+from .read import measure
+from .search import PERSONAS, Callers, queries_of
+
+
+
+def sizes(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        resources = conn.execute("SELECT COUNT(*) FROM res").fetchone()[0]
+        versions = conn.execute("SELECT COUNT(*) FROM hist").fetchone()[0]
+        audit = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+        rows = conn.execute(
+            "SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c "
+            "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace ORDER BY 2 DESC").fetchall()
+    tables = {name: {"table_mb": t / 2**20, "index_mb": i / 2**20} for name, t, i in rows}
+    data = [r for r in rows if r[0] != "audit"]
+    out = {"resources": resources, "versions": versions, "audit_rows": audit, "tables": tables,
+           "table_bytes_per_resource": sum(r[1] for r in data) / max(1, resources),
+           "index_bytes_per_resource": sum(r[2] for r in data) / max(1, resources),
+           "audit_bytes_per_row": sum(r[1] + r[2] for r in rows if r[0] == "audit") / max(1, audit)}
+    log(f"sizes: {resources:,} resources, {versions:,} versions; per resource {out['table_bytes_per_resource']:,.0f} B "
+        f"in tables + {out['index_bytes_per_resource']:,.0f} B in indexes; audit {out['audit_bytes_per_row']:,.0f} B/row")
+    return out
+
+
+def sample_ids(url: str, n: int, seed: int = 7) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        top = conn.execute("SELECT MAX(rk) FROM res").fetchone()[0]
+        keys = random.Random(seed).sample(range(1, top + 1), min(top, n * 2))
+        rows = conn.execute("SELECT type, id FROM res WHERE rk = ANY(%s) AND deleted = 0", (keys,)).fetchall()
+    return [tuple(r) for r in rows[:n]]
+
+
+def raw_lookups(url: str, ids: list[tuple[str, str]], seconds: float, threads: int = 2) -> float:
+    """Lookups by id per second with plain psycopg (the engine alone), ``threads`` at once."""
+    done = [0] * threads
+    stop = time.perf_counter() + seconds
+    sql = ("SELECT r.version, h.body FROM res r JOIN hist h ON h.seq = r.seq "
+           "WHERE r.type = %s AND r.id = %s")
+
+    def run(slot: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            i = slot
+            while time.perf_counter() < stop:
+                conn.execute(sql, ids[i % len(ids)], prepare=True).fetchone()
+                i += threads
+                done[slot] += 1
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(done) / seconds
+
+
+def reads(url: str, seconds: int, rate: float) -> dict:
+    ids = sample_ids(url, 2000)
+    paths = [f"/{t}/{i}" for t, i in ids]
+    raw = raw_lookups(url, ids, seconds)
+    log(f"raw psycopg lookups by id (2 threads): {raw:,.0f}/s")
+    with enjournal_server(url, workers=2) as server:
+        headers = bearer(issue_token(url, server.port))
+        r = httpx.get(f"{server.url}{paths[0]}", headers=headers)
+        assert r.status_code == 200, r.text
+        result = measure(server, paths, seconds, rate, headers=headers)
+    sat, steady = result["saturation"], result["steady"]
+    log(f"GET by id over HTTP: {sat['rps']:,.0f} req/s at saturation (ratio to raw lookups {sat['rps'] / raw:.2f}); "
+        f"at {rate:,.0f} req/s p50 {steady['p50']:.2f} ms p99 {steady['p99']:.2f} ms")
+    result["raw_lookups_per_s"] = raw
+    return result
+
+
+def pick_queries(url: str, patients: int, seed: int = 11) -> dict:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT r.id, h.body FROM res r JOIN hist h ON h.seq = r.seq "
+                            "WHERE r.type = 'Patient' AND r.deleted = 0 ORDER BY r.rk").fetchall()
+        random.Random(seed).shuffle(rows)
+        rows = rows[:patients]
+        status_of = {}
+        for pid, _ in rows:
+            row = conn.execute(
+                "SELECT t.code FROM res r JOIN ix_tok t ON t.rk = r.rk JOIN sp ON sp.pid = t.pid "
+                "AND sp.url LIKE '%%MedicationRequest-status' WHERE r.type = 'MedicationRequest' AND r.pat = %s "
+                "LIMIT 1", (pid,)).fetchone()
+            status_of[pid] = row[0] if row else "active"
+    return queries_of(rows, status_of)
+
+
+def searches(url: str, patients: int, repeat: int) -> dict:
+    from enjournal.access.context import use
+    from enjournal.app import Platform
+    from enjournal.settings import Settings
+    queries = pick_queries(url, patients)
+    settings = Settings(database=url, builtin_idp="on")
+    platform = Platform(settings)
+    callers = Callers(platform, settings)
+    out: dict = {}
+    try:
+        for persona in PERSONAS:
+            for kind, qs in queries.items():
+                counts = []
+                for t, params, pid in qs:                    # warm up
+                    with use(callers.context(persona, t, params, pid)):
+                        counts.append(len(platform.resources.search(t, params).matches))
+                times = []
+                for _ in range(repeat):
+                    for t, params, pid in qs:
+                        start = time.perf_counter()
+                        with use(callers.context(persona, t, params, pid)):
+                            platform.resources.search(t, params)
+                        times.append(time.perf_counter() - start)
+                stats = summarize_ms(times)
+                stats["mean_matches"] = sum(counts) / len(counts)
+                out[f"{persona}/{kind}"] = stats
+                log(f"search {persona}/{kind}: p50 {stats['p50']:.2f} ms p99 {stats['p99']:.2f} ms "
+                    f"({stats['mean_matches']:.1f} matches)")
+    finally:
+        platform.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--database", required=True, help="postgresql://... holding the benchmark data")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--patients", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--only", default="sizes,reads,searches,export")
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+    log(f"== PostgreSQL benchmarks; {machine()}")
+    result: dict = {}
+    if "sizes" in only:
+        result["sizes"] = sizes(args.database)
+    if "searches" in only:
+        result["searches"] = searches(args.database, args.patients, args.repeat)
+    if "reads" in only:
+        result["reads"] = reads(args.database, args.seconds, args.rate)
+    if "export" in only:
+        raw = raw_export(args.database, None)
+        result["export"] = http_export(args.database, 2, None)
+        result["export"]["ratio_to_raw"] = result["export"]["per_s"] / raw["per_s"]
+        result["raw_export"] = raw
+        log(f"$export with downloads / plain SELECT to a file = {result['export']['ratio_to_raw']:.2f}")
+    save_result("postgres", result)
+
+
+if __name__ == "__main__":
+    main()
