@@ -85,8 +85,7 @@ def export_directory(settings: Settings) -> Path:
 def build_app(settings: Settings, clock: Callable[[], int] | None = None,
               new_id: Callable[[], str] | None = None, platform: Platform | None = None) -> Starlette:
     platform = platform or Platform(settings, clock, new_id)
-    api = FhirApi(platform.resources, settings, capability_builder(platform.registry, settings),
-                  offload=not settings.database.startswith("sqlite:"))
+    api = FhirApi(platform.resources, settings, capability_builder(platform.registry, settings))
     landing = landing_page(platform.repo, api.base)
 
     async def root(request: Request) -> Response:
@@ -155,7 +154,7 @@ def build_asgi(settings: Settings, **kwargs: Any) -> Any:
     if settings.oidc_issuers:
         # fetch remote issuers' keys now, off the event loop, so the first token does not wait
         threading.Thread(target=verifier.prefetch, name="enjournal-jwks", daemon=True).start()
-    return Authenticate(FastRead(app, platform.resources, offload=not settings.database.startswith("sqlite:")), verifier, principal_from_claims, platform.facts,
+    return Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
                         platform.audit)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-
 from .. import errors
 from ..fhir import dates
 
@@ -25,10 +23,9 @@ def _acceptable(accept: bytes) -> bool:
 
 
 class FastRead:
-    def __init__(self, app: Any, resources: Any, offload: bool = False):
+    def __init__(self, app: Any, resources: Any):
         self.app = app
         self.resources = resources
-        self.offload = offload      # read in a worker thread (a server database's round trip)
         self.state = app.state      # the wrapped application's state (its Platform)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -36,10 +33,7 @@ class FastRead:
             match = _PATH.match(scope["path"])
             if match is not None and self._plain(scope["headers"]):
                 try:
-                    if self.offload:
-                        stored = await run_in_threadpool(self.resources.read, match.group(1), match.group(2))
-                    else:
-                        stored = self.resources.read(match.group(1), match.group(2))
+                    stored = self.resources.read(match.group(1), match.group(2))
                 except errors.FhirError:
                     stored = None          # the full application explains the error
                 if stored is not None:

@@ -28,20 +28,12 @@ from .responses import (check_accept, json_response, prefer_handling, read_json,
 
 
 class FhirApi:
-    def __init__(self, resources: ResourceService, settings: Any, capability: Any, offload: bool = False):
+    def __init__(self, resources: ResourceService, settings: Any, capability: Any):
         self.resources = resources
-        # on a server database a read waits for a round trip: run it in a worker thread so
-        # the event loop serves other requests meanwhile (an embedded read is quicker inline)
-        self.offload = offload
         self.settings = settings
         self.capability = capability
         self.bundles = BundleService(resources, self._bundle_get, lambda: self._bases)
         self._bases: tuple[str, ...] = (settings.base_url,) if settings.base_url else ()
-
-    async def _blocking(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.offload:
-            return await run_in_threadpool(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
 
     def base(self, request: Request) -> str:
         if self.settings.base_url:
@@ -80,7 +72,7 @@ class FhirApi:
         method = request.method
         if method in ("GET", "HEAD"):
             check_accept(request)
-            stored = await self._blocking(self.resources.read, type_, id_)
+            stored = self.resources.read(type_, id_)
             not_modified = _not_modified(request, stored)
             if not_modified is not None:
                 return not_modified
@@ -101,7 +93,7 @@ class FhirApi:
     async def vread(self, request: Request) -> Response:
         check_accept(request)
         p = request.path_params
-        stored = await self._blocking(self.resources.vread, p["type"], p["id"], p["vid"])
+        stored = self.resources.vread(p["type"], p["id"], p["vid"])
         return resource_response(stored, pretty=wants_pretty(request))
 
     def _write_response(self, request: Request, outcome: Any) -> Response:
@@ -117,7 +109,7 @@ class FhirApi:
         method = request.method
         if method in ("GET", "HEAD"):
             check_accept(request)
-            return await self._blocking(self._search, request, type_, list(request.query_params.multi_items()))
+            return self._search(request, type_, list(request.query_params.multi_items()))
         criteria = str(request.url.query)
         if method == "POST":
             body = await read_json(request, self.settings.max_body_bytes)
@@ -152,7 +144,7 @@ class FhirApi:
         check_accept(request)
         form = await request.form()
         params = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
-        return await self._blocking(self._search, request, request.path_params.get("type"), params)
+        return self._search(request, request.path_params.get("type"), params)
 
     async def compartment(self, request: Request) -> Response:
         """``Patient/123/Observation``: a search within a compartment."""
@@ -169,9 +161,9 @@ class FhirApi:
         self.resources.read(comp, cid)
         params = list(request.query_params.multi_items())
         if codes == ("{def}",):
-            return await self._blocking(self._search, request, target, params + [("_id", cid)])
+            return self._search(request, target, params + [("_id", cid)])
         references = tuple(c for c in codes if c != "{def}")
-        return await self._blocking(self._search, request, target, params, compartment=(comp, cid, references))
+        return self._search(request, target, params, compartment=(comp, cid, references))
 
     def _search(self, request: Request, type_: str | None, params: list, compartment: tuple | None = None) -> Response:
         result = self.resources.search(type_, params, lenient=prefer_handling(request), compartment=compartment)
@@ -204,13 +196,13 @@ class FhirApi:
     # -- history ---------------------------------------------------------------------------
 
     async def history_system(self, request: Request) -> Response:
-        return await self._blocking(self._history, request, None, None)
+        return self._history(request, None, None)
 
     async def history_type(self, request: Request) -> Response:
-        return await self._blocking(self._history, request, request.path_params["type"], None)
+        return self._history(request, request.path_params["type"], None)
 
     async def history_instance(self, request: Request) -> Response:
-        return await self._blocking(self._history, request, request.path_params["type"], request.path_params["id"])
+        return self._history(request, request.path_params["type"], request.path_params["id"])
 
     def _history(self, request: Request, type_: str | None, id_: str | None) -> Response:
         check_accept(request)
