@@ -133,19 +133,25 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--type", help="comma-separated resource types (_type); default: every type")
     args = ap.parse_args()
-    database = pick_database(args.database)
-    types = tuple(args.type.split(",")) if args.type else None
-    log(f"== $export of {database}{' _type=' + args.type if types else ''}; {machine()}")
+    run(args.database, args.workers, tuple(args.type.split(",")) if args.type else None)
+
+
+def run(database: str | None = None, workers: int = 2, types: tuple | None = None) -> dict:
+    """The export benchmark (see the module docstring); ``bench.run_all`` calls it."""
+    database = pick_database(database)
+    log(f"== $export of {database}{' _type=' + ','.join(types) if types else ''}; {machine()}")
     raw = raw_export(database, types)
-    exported = http_export(database, args.workers, types)
+    exported = http_export(database, workers, types)
     assert exported["resources"] == raw["resources"], (exported["resources"], raw["resources"])
     ratio = exported["per_s"] / raw["per_s"]
     verdict = "MET" if exported["per_s"] >= TARGET else "MISSED"
     log(f"$export {exported['per_s']:,.0f} resources/s = {ratio:.2f} x raw ({raw['per_s']:,.0f}/s); "
         f"target >= {TARGET:,.0f}/s: {verdict}")
-    save_result("export", {"database": Path(database).name if "://" not in database else "postgresql",
-                           "types": list(types) if types else None, "raw": raw, "export": exported,
-                           "ratio_to_raw": ratio, "target_per_s": TARGET})
+    result = {"database": Path(database).name if "://" not in database else "postgresql",
+              "types": list(types) if types else None, "raw": raw, "export": exported,
+              "ratio_to_raw": ratio, "target_per_s": TARGET}
+    save_result("export", result)
+    return result
 
 
 if __name__ == "__main__":

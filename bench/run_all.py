@@ -15,7 +15,7 @@ import argparse
 import os
 import time
 
-from . import audit, everything, ingest, read, search
+from . import audit, everything, export, ingest, read, search
 from .common import log, machine
 
 
@@ -28,7 +28,9 @@ def main() -> None:
     ap.add_argument("--search-resources", type=int, default=int(env("BENCH_SEARCH_RESOURCES", 0)) or None)
     ap.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 0)) or None)
     ap.add_argument("--profile", action="store_true", help="profile the in-process ingest (pyinstrument)")
-    ap.add_argument("--only", help="comma-separated subset: ingest,read,audit,search,everything")
+    ap.add_argument("--only", help="comma-separated subset: ingest,read,audit,search,everything,export")
+    ap.add_argument("--postgres", help="admin URL of a PostgreSQL cluster: also run the ingest there "
+                                       "(for reads, searches and $export at 1M: bench.build_db --postgres, then bench.postgres)")
     args = ap.parse_args()
     full = args.full
     sizes = {
@@ -37,7 +39,7 @@ def main() -> None:
         "search": args.search_resources or (1_000_000 if full else 50_000),
         "seconds": args.seconds or (15 if full else 8),
     }
-    chosen = set((args.only or "ingest,read,audit,search,everything").split(","))
+    chosen = set((args.only or "ingest,read,audit,search,everything,export").split(","))
     log(f"enjournal benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}; sizes {sizes}")
     start = time.perf_counter()
     if "ingest" in chosen:
@@ -50,6 +52,10 @@ def main() -> None:
         search.run(sizes["search"], patients=40 if full else 20)
     if "everything" in chosen:
         everything.run(3000, repeat=20 if full else 10)
+    if "export" in chosen:
+        export.run()            # the 1M database when built (--full), else a small demo database
+    if args.postgres:           # the PostgreSQL round (docs/performance.md "PostgreSQL (issue 4)")
+        ingest.run_postgres(args.postgres, sizes["ingest"], concurrency=2)
     log(f"all benchmarks done in {(time.perf_counter() - start) / 60:.1f} min; JSON results in bench/out/")
 
 
