@@ -227,6 +227,7 @@ class SqlRepository:
     @contextmanager
     def unit(self) -> Iterator["SqlUnit"]:
         """One atomic transaction: commits when the block ends, rolls back on any exception."""
+        self._pages.last = None          # a page read before a write is not served after it
         unit = None
         try:
             with self._transaction() as conn:
