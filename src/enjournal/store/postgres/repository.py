@@ -44,17 +44,21 @@ def _pg_sql(sql: str) -> str:
 class PgConnection:
     """A psycopg connection seen through the small sqlite3-like surface store/sql uses:
     ``execute(sql, args)`` with ``?`` placeholders, returning a cursor. Values the database
-    refuses (a NUL character, a number out of range) become ``errors.Invalid``."""
-    __slots__ = ("raw",)
+    refuses (a NUL character, a number out of range) become ``errors.Invalid``.
 
-    def __init__(self, raw: psycopg.Connection):
+    With ``prepare`` None a statement is prepared on its second use (and, being prepared,
+    may get a generic plan); with False it is planned for its values every time."""
+    __slots__ = ("raw", "prepare")
+
+    def __init__(self, raw: psycopg.Connection, prepare: bool | None = None):
         self.raw = raw
+        self.prepare = prepare
 
     def execute(self, sql: str, args: Any = None) -> psycopg.Cursor:
         try:
             if not args:
-                return self.raw.execute(sql)
-            return self.raw.execute(_pg_sql(sql), args)
+                return self.raw.execute(sql, prepare=self.prepare)
+            return self.raw.execute(_pg_sql(sql), args, prepare=self.prepare)
         except psycopg.errors.DataError as exc:
             raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary or exc}") from None
 
@@ -64,12 +68,13 @@ class PgConnection:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    """Statements are prepared on their second use (psycopg's default is the sixth), but
-    always planned for their values: a generic plan cannot see that a patient has 50 rows
-    and a code 50,000, and was measured 10-40x slower for patient-scoped searches."""
+    """Statements are prepared on their second use (psycopg's default is the sixth), so
+    a lookup by key gets PostgreSQL's generic plan after five runs and is not planned again
+    (planning was measured at ~130 us of server CPU per GET by id). Searches are not
+    prepared (``_valued``): a generic plan cannot see that a patient has 50 rows and a code
+    50,000, and was measured 10-40x slower for patient-scoped searches."""
     conn.prepare_threshold = 1
     conn.prepared_max = 512
-    conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
 class _Reading:
@@ -122,6 +127,9 @@ class PostgresRepository(SqlRepository):
                 if lock != "none":
                     raw.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK if lock == "audit" else WRITE_LOCK,))
                 yield PgConnection(raw)
+
+    def _valued(self, conn: PgConnection) -> PgConnection:
+        return PgConnection(conn.raw, prepare=False)
 
     def _new_unit(self, conn: PgConnection) -> "PgUnit":
         return PgUnit(self, conn)

@@ -81,7 +81,7 @@ class SqlRepository:
 
     def search(self, query: q.SearchQuery) -> Page:
         with self._reading() as conn:
-            page = _search(conn, self.pid_of, self.clock(), query, self.hints, self.max_index_text,
+            page = _search(self._valued(conn), self.pid_of, self.clock(), query, self.hints, self.max_index_text,
                            self.bodies_with_keys)
         if page.loaded is not None:
             self._pages.last = page
@@ -100,7 +100,7 @@ class SqlRepository:
     def includes(self, keys: list, includes: list) -> list:
         """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
         with self._reading() as conn:
-            return _includes(conn, self.pid_of, keys, includes)
+            return _includes(self._valued(conn), self.pid_of, keys, includes)
 
     def patients_of(self, keys: list) -> dict[int, tuple[str, str | None]]:
         """key -> (type, patient) for the current resources among ``keys``."""
@@ -162,7 +162,8 @@ class SqlRepository:
 
     def history(self, type: str | None, id: str | None, since: int | None, at: tuple[int, int] | None,
                 count: int, offset: int) -> tuple[list[Stored], int]:
-        with self._reading() as conn:
+        with self._reading() as plain:
+            conn = self._valued(plain)      # a common type or a rare one: planned for it
             conds, args = [], []
             if type is not None:
                 conds.append("r.type = ?")
@@ -223,6 +224,12 @@ class SqlRepository:
 
     def _new_unit(self, conn: Any) -> "SqlUnit":
         return SqlUnit(self, conn)
+
+    def _valued(self, conn: Any) -> Any:
+        """``conn`` for statements whose best plan depends on their values (searches: a
+        patient with 50 rows or 50,000, a common code or a rare one), planned for those
+        values at every run. SQLite always does; PostgreSQL does for unprepared statements."""
+        return conn
 
     @contextmanager
     def unit(self) -> Iterator["SqlUnit"]:
@@ -357,7 +364,7 @@ class SqlRepository:
                 conds.append(self._AGENT_CLAUSE)
                 args.extend([agent, agent, agent])
             where = (" WHERE " + " AND ".join(conds)) if conds else ""
-            rows = conn.execute(
+            rows = self._valued(conn).execute(
                 f"SELECT {_AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                 args + [count, offset])
             return [AuditRow(*_audit_row(r)) for r in rows]
@@ -401,8 +408,9 @@ class SqlRepository:
             args.extend(patients)
             args.extend(patients)
         with self._reading() as conn:
-            return conn.execute(f"SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq "
-                                f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
+            return self._valued(conn).execute(
+                f"SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq "
+                f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
 
     def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None:
         """Create or update a background job's row (``state``: its JSON); a cancelled job
@@ -542,7 +550,7 @@ class SqlUnit:
 
     def search(self, query: q.SearchQuery) -> Page:
         self.flush()
-        return _search(self.conn, self.repo.pid_of, self.repo.clock(), query, self.repo.hints,
+        return _search(self.repo._valued(self.conn), self.repo.pid_of, self.repo.clock(), query, self.repo.hints,
                        self.repo.max_index_text)
 
     def load(self, keys: list) -> list[Stored]:

@@ -1,0 +1,62 @@
+"""How PostgreSQL plans the platform's statements (docs/postgresql.md, "Plans").
+
+Two measured traps: a search run as a prepared statement got PostgreSQL's generic plan after
+five runs and became 10-40x slower for patients with many resources (the plan cannot see
+the patient's values); and a read by id planned afresh at every run spent ~130 us of server
+CPU per GET on planning. So searches are planned for their values at every run, and lookups
+by key keep one generic plan. The session's ``pg_prepared_statements`` shows both.
+"""
+from __future__ import annotations
+
+import pytest
+
+from enjournal.fhir import query as fq
+from enjournal.fhir.searchparams import Registry
+from enjournal.store import open_repository
+from tests.conftest import new_pg_database
+
+REGISTRY = Registry.default()
+
+
+@pytest.fixture()
+def repo():
+    # one connection, so the session inspected below is the one that ran the statements
+    r = open_repository(new_pg_database("plans"), REGISTRY, pool_min=1, pool_max=1)
+    yield r
+    r.close()
+
+
+def _observation(i: int, patient: str, code: str) -> dict:
+    return {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{patient}"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "effectiveDateTime": f"2024-01-{1 + i % 28:02d}"}
+
+
+def _prepared(repo) -> list[tuple[str, int, int]]:
+    with repo.pool.connection() as conn:
+        return conn.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements").fetchall()
+
+
+def test_searches_are_planned_for_their_values_and_reads_keep_one_plan(repo):
+    with repo.unit() as u:
+        for p in ("many", "few"):
+            u.put("Patient", p, {"resourceType": "Patient", "name": [{"family": p}]}, "PUT")
+        for i in range(120):
+            u.put("Observation", f"m{i}", _observation(i, "many", "8867-4" if i % 2 else "8310-5"), "PUT")
+        u.put("Observation", "f0", _observation(0, "few", "8867-4"), "PUT")
+    found = {}
+    for _ in range(12):
+        for p in ("many", "few"):
+            query = fq.parse("Observation", [("patient", p), ("code", "http://loinc.org|8867-4"),
+                                             ("_sort", "-date")], REGISTRY)
+            found[p] = len(repo.search(query).keys)
+        assert repo.read("Observation", "m1") is not None
+    assert found == {"many": 20, "few": 1}          # the page size, and the one match
+
+    statements = _prepared(repo)
+    searches = [s for s, _g, _c in statements if "Observation" in s or "ix_tok" in s or "ORDER BY" in s]
+    assert searches == [], f"a search statement was prepared (it may get a generic plan): {searches}"
+    reads = [(g, c) for s, g, c in statements if s.startswith("SELECT r.version, r.updated, r.deleted, h.body")]
+    assert len(reads) == 1, statements
+    generic, custom = reads[0]
+    assert generic >= 5 and custom <= 6, f"the read by id was planned at each run: {generic} generic, {custom} custom"
