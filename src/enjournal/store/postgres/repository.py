@@ -68,13 +68,19 @@ class PgConnection:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    """Statements are prepared on their second use (psycopg's default is the sixth), so
-    a lookup by key gets PostgreSQL's generic plan after five runs and is not planned again
-    (planning was measured at ~130 us of server CPU per GET by id). Searches are not
-    prepared (``_valued``): a generic plan cannot see that a patient has 50 rows and a code
-    50,000, and was measured 10-40x slower for patient-scoped searches."""
+    """Statements are prepared on their second use (psycopg's default is the sixth), so a
+    lookup by key gets PostgreSQL's generic plan after five runs and is not planned again
+    (planning was measured at ~130 us of server CPU per GET by id)."""
     conn.prepare_threshold = 1
     conn.prepared_max = 512
+
+
+def _configure_valued(conn: psycopg.Connection) -> None:
+    """Connections for searches: prepared too (parsing a search was measured at ~0.35 ms),
+    but always planned for their values: a generic plan cannot see that a patient has 50
+    rows and a code 50,000, and was measured 10-40x slower for patient-scoped searches."""
+    _configure(conn)
+    conn.execute("SET plan_cache_mode = force_custom_plan")
 
 
 class _Reading:
@@ -110,14 +116,20 @@ class PostgresRepository(SqlRepository):
             raise errors.Invalid(f"cannot connect to PostgreSQL: {str(exc).strip()}", "database") from None
         self.pool = ConnectionPool(url, min_size=pool_min, max_size=max(pool_min, pool_max),
                                    kwargs={"autocommit": True}, configure=_configure, open=True, name="enjournal")
+        self.valued_pool = ConnectionPool(url, min_size=1, max_size=max(1, pool_max), kwargs={"autocommit": True},
+                                          configure=_configure_valued, open=True, name="enjournal-searches")
         self.pool.wait(timeout=30)
+        self.valued_pool.wait(timeout=30)
         with self._reading() as conn:
             self._pids = dict(conn.execute("SELECT url, pid FROM sp").fetchall())
 
-    def _reading(self) -> _Reading:
-        return _Reading(self.pool)
+    def _reading(self, valued: bool = False) -> _Reading:
+        """Two pools: lookups by key keep generic plans, ``valued`` reads (searches) are
+        planned for their values; a session's plan cache mode is one or the other."""
+        return _Reading(self.valued_pool if valued else self.pool)
 
     def close(self) -> None:
+        self.valued_pool.close()
         self.pool.close()
 
     @contextmanager
@@ -129,6 +141,8 @@ class PostgresRepository(SqlRepository):
                 yield PgConnection(raw)
 
     def _valued(self, conn: PgConnection) -> PgConnection:
+        # a unit's connection keeps generic plans: its searches (conditional creates and
+        # updates) are not prepared, so each is planned for its values
         return PgConnection(conn.raw, prepare=False)
 
     def _new_unit(self, conn: PgConnection) -> "PgUnit":

@@ -48,8 +48,9 @@ class SqlRepository:
         self._last_updated = 0
         self._pages = threading.local()
 
-    def _reading(self) -> Any:
-        """A context manager yielding a connection for a few reads (autocommit)."""
+    def _reading(self, valued: bool = False) -> Any:
+        """A context manager yielding a connection for a few reads (autocommit). ``valued``:
+        for statements whose best plan depends on their values (see ``_valued``)."""
         raise NotImplementedError
 
     def pid_of(self, resource_type: str | None, param: Any) -> int | None:
@@ -80,8 +81,8 @@ class SqlRepository:
             return Stored(type, id, row[0], row[1], bool(row[2]), row[3], row[4], row[5], row[6])
 
     def search(self, query: q.SearchQuery) -> Page:
-        with self._reading() as conn:
-            page = _search(self._valued(conn), self.pid_of, self.clock(), query, self.hints, self.max_index_text,
+        with self._reading(valued=True) as conn:
+            page = _search(conn, self.pid_of, self.clock(), query, self.hints, self.max_index_text,
                            self.bodies_with_keys)
         if page.loaded is not None:
             self._pages.last = page
@@ -99,8 +100,8 @@ class SqlRepository:
 
     def includes(self, keys: list, includes: list) -> list:
         """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
-        with self._reading() as conn:
-            return _includes(self._valued(conn), self.pid_of, keys, includes)
+        with self._reading(valued=True) as conn:
+            return _includes(conn, self.pid_of, keys, includes)
 
     def patients_of(self, keys: list) -> dict[int, tuple[str, str | None]]:
         """key -> (type, patient) for the current resources among ``keys``."""
@@ -162,8 +163,7 @@ class SqlRepository:
 
     def history(self, type: str | None, id: str | None, since: int | None, at: tuple[int, int] | None,
                 count: int, offset: int) -> tuple[list[Stored], int]:
-        with self._reading() as plain:
-            conn = self._valued(plain)      # a common type or a rare one: planned for it
+        with self._reading(valued=True) as conn:      # a common type or a rare one
             conds, args = [], []
             if type is not None:
                 conds.append("r.type = ?")
@@ -226,9 +226,9 @@ class SqlRepository:
         return SqlUnit(self, conn)
 
     def _valued(self, conn: Any) -> Any:
-        """``conn`` for statements whose best plan depends on their values (searches: a
-        patient with 50 rows or 50,000, a common code or a rare one), planned for those
-        values at every run. SQLite always does; PostgreSQL does for unprepared statements."""
+        """``conn`` (a unit's) for statements whose best plan depends on their values
+        (searches: a patient with 50 rows or 50,000, a common code or a rare one), planned for
+        those values at every run. SQLite always does; on PostgreSQL, see its repository."""
         return conn
 
     @contextmanager
@@ -346,7 +346,7 @@ class SqlRepository:
         """Audit rows newest first, filtered by patient, agent (an HPR number, organisation
         number, client id or ``Patient/<id>`` of any agent), recorded time [since, until]
         (epoch ms) and emergency flag. Filtering by agent reads the event bodies."""
-        with self._reading() as conn:
+        with self._reading(valued=True) as conn:
             conds, args = [], []
             if patient is not None:
                 conds.append("patient = ?")
@@ -364,7 +364,7 @@ class SqlRepository:
                 conds.append(self._AGENT_CLAUSE)
                 args.extend([agent, agent, agent])
             where = (" WHERE " + " AND ".join(conds)) if conds else ""
-            rows = self._valued(conn).execute(
+            rows = conn.execute(
                 f"SELECT {_AUDIT_COLUMNS} FROM audit{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                 args + [count, offset])
             return [AuditRow(*_audit_row(r)) for r in rows]
@@ -407,8 +407,8 @@ class SqlRepository:
                          f"x.rk = r.rk AND x.ttype = 'Patient' AND x.url IS NULL AND x.tid IN ({marks})))")
             args.extend(patients)
             args.extend(patients)
-        with self._reading() as conn:
-            return self._valued(conn).execute(
+        with self._reading(valued=True) as conn:
+            return conn.execute(
                 f"SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq "
                 f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
 

@@ -81,7 +81,7 @@ class SqliteRepository(SqlRepository):
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    def _reading(self) -> _ThreadConnection:
+    def _reading(self, valued: bool = False) -> _ThreadConnection:
         reader = getattr(self._local, "reader", None)
         if reader is None:
             reader = self._local.reader = _ThreadConnection(self._connect())
