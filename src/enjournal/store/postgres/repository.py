@@ -41,6 +41,9 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+_AUDIT_TYPES = ("int8", "int8", "int8", "text", "int2", "bytea", "bytea", "bytea")
+
+
 class PgConnection:
     """A psycopg connection seen through the small sqlite3-like surface store/sql uses:
     ``execute(sql, args)`` with ``?`` placeholders, returning a cursor. Values the database
@@ -195,7 +198,10 @@ class PostgresRepository(SqlRepository):
 
     def _insert_audit(self, conn: PgConnection, rows: list[tuple]) -> None:
         with conn.raw.cursor() as cur:
-            with cur.copy("COPY audit (pk, seq, recorded, patient, emergency, body, prev, hash) FROM STDIN") as copy:
+            # binary: the hashes and bodies go as they are, not as hex text (~25 us a row less)
+            with cur.copy("COPY audit (pk, seq, recorded, patient, emergency, body, prev, hash) "
+                          "FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_AUDIT_TYPES)
                 for row in rows:
                     copy.write_row((patient_key(row[2]),) + row)
 

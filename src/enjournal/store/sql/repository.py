@@ -298,7 +298,7 @@ class SqlRepository:
         processes); returns the new head (seq, hash). Must not be called from inside a unit."""
         if not rows:
             return parse_head(self.get_setting(AUDIT_HEAD)) or (0, GENESIS)
-        with self._transaction("audit") as conn:
+        with self._transaction("none") as conn:      # _append_audit takes the audit lock
             return self._append_audit(conn, rows)
 
     def _append_audit(self, conn: Any, rows: list[NewAuditRow]) -> tuple[int, bytes]:
@@ -306,8 +306,11 @@ class SqlRepository:
         transaction. The head setting is the chain's end, so rows deleted at the end leave a gap
         that verification finds; seq stays above any row present (a forged row blocks nothing)."""
         self._lock_audit(conn)
-        head = parse_head(_setting(conn, AUDIT_HEAD))
-        last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        value, last_seq, last_hash = conn.execute(
+            "SELECT (SELECT value FROM setting WHERE name = ?), (SELECT MAX(seq) FROM audit), "
+            "(SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)", (AUDIT_HEAD,)).fetchone()
+        head = parse_head(value)
+        last = (last_seq, last_hash) if last_seq is not None else None
         if head is None:
             head = (last[0], bytes(last[1])) if last else (0, GENESIS)
         seq, prev = head
