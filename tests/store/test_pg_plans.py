@@ -72,3 +72,38 @@ def test_searches_are_planned_for_their_values_and_reads_keep_one_plan(repo):
     assert len(reads) == 1, statements
     generic, custom = reads[0]
     assert generic >= 5 and custom <= 6, f"the read by id was planned at each run: {generic} generic, {custom} custom"
+
+
+def test_a_read_prepares_its_statement_again_on_a_connection_that_lost_it(repo):
+    with repo.unit() as u:
+        u.put("Patient", "p1", {"resourceType": "Patient", "name": [{"family": "One"}]}, "PUT")
+        u.put("Patient", "gone", {"resourceType": "Patient"}, "PUT")
+    with repo.unit() as u:
+        u.put("Patient", "gone", None, "DELETE")
+    first = repo.read("Patient", "p1")
+    with repo.pool.connection() as conn:
+        conn.execute("DEALLOCATE ALL")          # as after a connection pooler's reset
+    again = repo.read("Patient", "p1")
+    assert again == first and b'"family":"One"' in again.body
+    gone = repo.read("Patient", "gone")
+    assert (gone.deleted, gone.body, gone.version) == (True, None, 2)
+    assert repo.read("Patient", "nobody") is None
+    assert repo.read("Patient", "p1\x00") is None       # libpq would cut the value at the NUL
+
+
+def test_a_read_after_the_server_dropped_the_connection_gets_a_new_one(repo):
+    import psycopg
+    with repo.unit() as u:
+        u.put("Patient", "p1", {"resourceType": "Patient"}, "PUT")
+    with repo.pool.connection() as conn:
+        pid = conn.info.backend_pid
+    with psycopg.connect(repo.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append(repo.read("Patient", "p1").version)
+        except psycopg.OperationalError:
+            outcomes.append("lost")
+    # the broken connection fails at most the one read that finds it broken, then is replaced
+    assert outcomes[-2:] == [1, 1] and outcomes.count("lost") <= 1, outcomes

@@ -18,10 +18,12 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import psycopg
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from ... import errors
-from ..sql.repository import SqlRepository, SqlUnit
+from .. import Stored
+from ..sql.repository import _READ_SQL, SqlRepository, SqlUnit
 from ..sql.rows import COLUMNS, RK_COLUMN
 from .schema import AUDIT_LOCK, INDEX_FORMAT, MAX_INDEX_TEXT, WRITE_LOCK, migrate, patient_key
 
@@ -42,6 +44,41 @@ def _pg_sql(sql: str) -> str:
 
 
 _AUDIT_TYPES = ("int8", "int8", "int8", "text", "int2", "bytea", "bytea", "bytea")
+
+# GET by id, the hottest statement, runs on libpq itself (psycopg.pq): prepared once per
+# connection under this name, values and results in binary. psycopg's cursor layer costs
+# ~90 us of Python per statement, as much as the lookup (docs/decisions/0004).
+_READ_NAME = b"enjournal_read"
+_READ_PQ = _READ_SQL.replace("?", "$1", 1).replace("?", "$2", 1).encode()
+_NO_STATEMENT = b"26000"           # invalid_sql_statement_name: not prepared on this connection
+
+
+def _int(value: bytes) -> int:
+    return int.from_bytes(value, "big", signed=True)
+
+
+def _read_pq(raw: psycopg.Connection, type: str, id: str) -> Stored | None:
+    """``_READ_SQL`` through libpq: (version, updated, deleted, body, seq, pat)."""
+    pgconn = raw.pgconn
+    args = [type.encode(), id.encode()]
+    result = pgconn.exec_prepared(_READ_NAME, args, result_format=1)
+    if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(pq.DiagnosticField.SQLSTATE) == _NO_STATEMENT:
+        _check(pgconn.prepare(_READ_NAME, _READ_PQ))
+        result = pgconn.exec_prepared(_READ_NAME, args, result_format=1)
+    _check(result)
+    if result.ntuples == 0:
+        return None
+    value = result.get_value
+    pat = value(0, 5)
+    return Stored(type, id, _int(value(0, 0)), _int(value(0, 1)), _int(value(0, 2)) != 0, value(0, 3),
+                  _int(value(0, 4)), patient=None if pat is None else pat.decode())
+
+
+def _check(result: Any) -> None:
+    if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+        sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+        message = (result.error_message or b"").decode("utf-8", "replace").strip()
+        raise psycopg.errors.lookup(sqlstate)(message) if sqlstate else psycopg.OperationalError(message)
 
 
 class PgConnection:
@@ -125,6 +162,15 @@ class PostgresRepository(SqlRepository):
         self.valued_pool.wait(timeout=30)
         with self._reading() as conn:
             self._pids = dict(conn.execute("SELECT url, pid FROM sp").fetchall())
+
+    def read(self, type: str, id: str) -> Stored | None:
+        if "\x00" in type or "\x00" in id:
+            return None         # libpq's text values end at a NUL; no id or type holds one
+        raw = self.pool.getconn()
+        try:
+            return _read_pq(raw, type, id)
+        finally:
+            self.pool.putconn(raw)
 
     def _reading(self, valued: bool = False) -> _Reading:
         """Two pools: lookups by key keep generic plans, ``valued`` reads (searches) are
