@@ -726,3 +726,48 @@ def test_a_nul_character_in_an_id_is_no_crash(repo):
         except errors.Invalid:
             pass
     assert repo.read("Patient", "a").version == 1
+
+
+def _obs(patient_id: str, code: str, when: str | None, performer: str | None = None) -> dict:
+    body = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{patient_id}"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]}}
+    if when:
+        body["effectiveDateTime"] = when
+    if performer:
+        body["performer"] = [{"reference": f"Patient/{performer}"}]
+    return body
+
+
+def test_patient_code_search_sorted_by_date_sees_only_current_matching_versions(repo):
+    """Observation?subject=Patient/X&code=Y&_sort=-date, the summary-care search: candidates
+    come from X's code rows (on PostgreSQL straight from the index). Deleted resources, ones
+    whose code changed, another patient's (even when X performed them) and a later resource
+    (after the page's snapshot) are not found; missing dates sort last; pages are stable."""
+    with repo.unit() as u:
+        u.put("Patient", "x", patient("X"), "PUT")
+        u.put("Patient", "y", patient("Y"), "PUT")
+        for i, day in enumerate(["2024-03-01", "2024-01-01", "2024-05-01", None, "2024-02-01"]):
+            u.put("Observation", f"o{i}", _obs("x", "8867-4", day), "PUT")
+        u.put("Observation", "gone", _obs("x", "8867-4", "2024-06-01"), "PUT")
+        u.put("Observation", "moved", _obs("x", "8867-4", "2024-07-01"), "PUT")
+        u.put("Observation", "other", _obs("x", "8310-5", "2024-08-01"), "PUT")
+        u.put("Observation", "theirs", _obs("y", "8867-4", "2024-09-01", performer="x"), "PUT")
+    with repo.unit() as u:
+        u.put("Observation", "gone", None, "DELETE")
+        u.put("Observation", "moved", _obs("x", "8310-5", "2024-07-01"), "PUT")
+    params = [("subject", "Patient/x"), ("code", "http://loinc.org|8867-4"), ("_sort", "-date")]
+    assert search(repo, "Observation", **dict(params)) == ["o2", "o0", "o4", "o1", "o3"]
+
+    query = fq.parse("Observation", params + [("_count", "2")], REGISTRY)
+    first = repo.search(query)
+    with repo.unit() as u:
+        u.put("Observation", "late", _obs("x", "8867-4", "2025-01-01"), "PUT")
+        u.put("Observation", "o1", _obs("x", "9999-9", "2024-01-01"), "PUT")     # leaves the result
+    query.snapshot = first.snapshot
+    pages = [first.keys]
+    for offset in (2, 4):
+        query.offset = offset
+        pages.append(repo.search(query).keys)
+    ids = [[s.id for s in repo.load(keys)] for keys in pages]
+    assert ids == [["o2", "o0"], ["o4", "o3"], []]
+    assert search(repo, "Observation", **dict(params))[:2] == ["late", "o2"]

@@ -45,11 +45,12 @@ def _pg_sql(sql: str) -> str:
 
 _AUDIT_TYPES = ("int8", "int8", "int8", "text", "int2", "bytea", "bytea", "bytea")
 
-# GET by id, the hottest statement, runs on libpq itself (psycopg.pq): prepared once per
-# connection under this name, values and results in binary. psycopg's cursor layer costs
-# ~90 us of Python per statement, as much as the lookup (docs/decisions/0004).
-_READ_NAME = b"enjournal_read"
-_READ_PQ = _READ_SQL.replace("?", "$1", 1).replace("?", "$2", 1).encode()
+# The hottest statements (GET by id, the access-facts generation read on every request of
+# health personnel) run on libpq itself (psycopg.pq): prepared once per connection under
+# their own names, values as text, results in binary. psycopg's cursor layer costs ~90 us of
+# Python per statement, as much as the lookup (docs/decisions/0004).
+_READ = (b"enjournal_read", _READ_SQL.replace("?", "$1", 1).replace("?", "$2", 1).encode())
+_SETTING = (b"enjournal_setting", b"SELECT value FROM setting WHERE name = $1")
 _NO_STATEMENT = b"26000"           # invalid_sql_statement_name: not prepared on this connection
 
 
@@ -57,15 +58,21 @@ def _int(value: bytes) -> int:
     return int.from_bytes(value, "big", signed=True)
 
 
-def _read_pq(raw: psycopg.Connection, type: str, id: str) -> Stored | None:
-    """``_READ_SQL`` through libpq: (version, updated, deleted, body, seq, pat)."""
+def _run_pq(raw: psycopg.Connection, statement: tuple[bytes, bytes], args: list[bytes]) -> Any:
+    """The result of a named statement on ``raw``, prepared first where the connection lacks it."""
     pgconn = raw.pgconn
-    args = [type.encode(), id.encode()]
-    result = pgconn.exec_prepared(_READ_NAME, args, result_format=1)
+    name, sql = statement
+    result = pgconn.exec_prepared(name, args, result_format=1)
     if result.status == pq.ExecStatus.FATAL_ERROR and result.error_field(pq.DiagnosticField.SQLSTATE) == _NO_STATEMENT:
-        _check(pgconn.prepare(_READ_NAME, _READ_PQ))
-        result = pgconn.exec_prepared(_READ_NAME, args, result_format=1)
+        _check(pgconn.prepare(name, sql))
+        result = pgconn.exec_prepared(name, args, result_format=1)
     _check(result)
+    return result
+
+
+def _read_pq(raw: psycopg.Connection, type: str, id: str) -> Stored | None:
+    """``_READ_SQL``: (version, updated, deleted, body, seq, pat) of the current version."""
+    result = _run_pq(raw, _READ, [type.encode(), id.encode()])
     if result.ntuples == 0:
         return None
     value = result.get_value
@@ -171,6 +178,16 @@ class PostgresRepository(SqlRepository):
             return _read_pq(raw, type, id)
         finally:
             self.pool.putconn(raw)
+
+    def get_setting(self, name: str) -> str | None:
+        if "\x00" in name:
+            return None
+        raw = self.pool.getconn()
+        try:
+            result = _run_pq(raw, _SETTING, [name.encode()])
+        finally:
+            self.pool.putconn(raw)
+        return result.get_value(0, 0).decode() if result.ntuples else None
 
     def _reading(self, valued: bool = False) -> _Reading:
         """Two pools: lookups by key keep generic plans, ``valued`` reads (searches) are

@@ -738,8 +738,9 @@ def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = 
         return Page([], total, False, snapshot)
     order, order_args = builder.order_by(query)
     ceiling = _MAX_KEY_EXPR if snapshot is None else "0"
-    page_sql = f"SELECT r.rk, {ceiling} AS c FROM res r WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-    page_args = args + order_args + [query.count + 1, query.offset]
+    source, page_where, page_args = builder.page_source(query, snapshot=snapshot)
+    page_sql = f"SELECT r.rk, {ceiling} AS c FROM {source} WHERE {page_where} ORDER BY {order} LIMIT ? OFFSET ?"
+    page_args = page_args + order_args + [query.count + 1, query.offset]
     loaded = None
     if bodies:
         rows = conn.execute(

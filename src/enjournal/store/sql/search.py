@@ -16,7 +16,7 @@ from typing import Callable
 
 from ... import errors
 from ...fhir import query as q
-from .rows import TABLE_OF_TYPE
+from .rows import TABLE_OF_TYPE, param_key
 
 _MAXCHAR = "\U0010ffff"
 _DAY_MS = 86_400_000
@@ -49,6 +49,7 @@ class SqlBuilder:
         self.count = count
         self._aliases = itertools.count(1)
         self._by_patient: dict[int, str] = {}    # id(token clause) -> patient id for its seek
+        self._chosen: dict[tuple, object] = {}    # (types, clause ids) -> driving clause
 
     # -- entry points ------------------------------------------------------------------
 
@@ -77,10 +78,59 @@ class SqlBuilder:
 
     # -- planning ------------------------------------------------------------------------
 
+    def page_source(self, query: q.SearchQuery, snapshot: int | None = None) -> tuple[str, str, list]:
+        """(FROM, WHERE, args) for the keys of a page of ``query``, as ``r`` with a column
+        ``rk``, for ``ORDER BY order_by(query)``. Usually ``res r`` with ``where``. On
+        PostgreSQL, when the driving clause's rows are the one type's own and nothing else
+        needs the resource row, the candidates come straight from the driving index and are
+        probed there: index rows exist only for current, live resources, so checking each
+        candidate's row in ``res`` for its type and deletion finds nothing new (a third of an
+        Observation search by patient, code and date). SQLite's steered plans stay as they are."""
+        types = (query.resource_type,) if query.resource_type else tuple(query.types)
+        clauses = list(query.clauses)
+        if not self.hints and len(types) == 1 and all(s.special not in ("_id", "_lastUpdated") for s in query.sort):
+            driver = self._choose(types, clauses)
+            if self._own_rows(driver, types[0]) and all(self._on_key(c) for c in clauses if c is not driver):
+                keys, args = self._keys(driver)
+                parts = []
+                if snapshot is not None:
+                    parts.append("r.rk <= ?")
+                    args.append(snapshot)
+                for c in clauses:
+                    if c is not driver:
+                        sql, a = self._probe(c, "r")
+                        parts.append(sql)
+                        args.extend(a)
+                return f"(SELECT DISTINCT rk FROM ({keys}) AS k) r", " AND ".join(parts) or "TRUE", args
+        where, args = self.where(query, snapshot=snapshot)
+        return "res r", where, args
+
+    def _own_rows(self, c, resource_type: str) -> bool:
+        """Whether the seek of ``c`` yields keys of live ``resource_type`` resources only: a
+        seekable Leaf (or OR of them) of a parameter stored per type (param_key)."""
+        if isinstance(c, q.AnyOf):
+            return bool(c.clauses) and all(self._own_rows(sub, resource_type) for sub in c.clauses)
+        return (isinstance(c, q.Leaf) and not c.negate
+                and param_key(resource_type, c.param) != param_key(None, c.param)
+                and all(seekable for _t, _c, _a, seekable in self._branches(c)))
+
+    def _on_key(self, c) -> bool:
+        """Whether probing ``c`` needs only the candidate's key (not its ``res`` row)."""
+        if isinstance(c, (q.AnyOf, q.AllOf)):
+            return all(self._on_key(sub) for sub in c.clauses)
+        return isinstance(c, (q.Leaf, q.Missing, q.Chain))
+
+    def _choose(self, types: tuple, clauses: list):
+        """The driving clause, chosen once per list of clauses (choosing may count rows)."""
+        key = (types, tuple(map(id, clauses)))
+        if key not in self._chosen:
+            self._chosen[key] = self._patient_token(types, clauses) or self._driver(clauses)
+        return self._chosen[key]
+
     def _match(self, types: tuple, clauses: list, alias: str, snapshot: int | None = None,
                key_order: bool = False) -> tuple[str, list]:
         """The condition on ``res {alias}``; ``key_order``: the rows are wanted by key (no _sort)."""
-        driver = self._patient_token(types, clauses) or self._driver(clauses)
+        driver = self._choose(types, clauses)
         # with a driving seek, a unary + keeps SQLite from scanning the type index instead;
         # a bare listing of a common type is fastest read in key order, stopping at the page end
         off = self._plus if driver is not None and not isinstance(driver, (q.IdIn, q.Has)) else ""
