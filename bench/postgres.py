@@ -11,6 +11,8 @@ Figures (printed, and saved in bench/out/postgres.json):
   from two threads (the engine alone), as a ratio;
 - searches in-process (the service with the guard, as the web layer calls it), p50/p99 per
   query kind for a system and for a GP with attestation;
+- ``Patient/$everything`` of the patient whose compartment is closest to 3,000 resources:
+  the first page in-process and over HTTP, and all of it in-process (``bench.everything``);
 - ``$export`` of the whole database over HTTP, as ``bench.export`` measures it (kick-off, poll,
   download every file), against one plain SELECT of the bodies into one file.
 """
@@ -147,6 +149,68 @@ def searches(url: str, patients: int, repeat: int) -> dict:
     return out
 
 
+def pick_everything_patient(url: str, size: int) -> tuple[str, int]:
+    """The patient whose compartment is closest to ``size`` resources."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tid, COUNT(DISTINCT rk) FROM ix_ref WHERE ttype = 'Patient' AND url IS NULL "
+                            "GROUP BY tid").fetchall()
+    return min(rows, key=lambda r: abs(r[1] - size))
+
+
+def everything(url: str, size: int, repeat: int) -> dict:
+    """``Patient/$everything`` at 1M, as ``bench.everything`` measures it on SQLite: the first
+    page (1,000) in-process and over HTTP, and every resource in-process; raw baseline: the
+    same bodies fetched by key with one plain statement per 900 keys."""
+    from enjournal.app import Platform
+    from enjournal.services.everything import everything as everything_page, everything_keys
+    from enjournal.settings import Settings
+    from .common import in_system_context
+    from .loadgen import sequential
+    patient, members = pick_everything_patient(url, size)
+    platform = Platform(Settings(database=url, builtin_idp="on"))
+    service = platform.resources
+    first, full = [], []
+    try:
+        with in_system_context("bench everything"):
+            total = everything_page(service, patient, []).page.total
+        for _ in range(repeat):
+            with in_system_context("bench everything"):
+                start = time.perf_counter()
+                everything_page(service, patient, [])
+                first.append(time.perf_counter() - start)
+            with in_system_context("bench everything"):
+                start = time.perf_counter()
+                keys = everything_keys(service, patient, None, None)
+                service.repo.load(keys)
+                full.append(time.perf_counter() - start)
+    finally:
+        platform.close()
+    raw = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(5):
+            start = time.perf_counter()
+            parts = []
+            for i in range(0, len(keys), 900):
+                parts.extend(r[0] for r in conn.execute(
+                    "SELECT h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE r.rk = ANY(%s)", (keys[i:i + 900],)))
+            b"[" + b",".join(parts) + b"]"
+            raw.append(time.perf_counter() - start)
+    raw.sort()
+    out = {"patient_resources": members, "total": total, "in_process_first_page": summarize_ms(first),
+           "in_process_all": summarize_ms(full), "raw_fetch_all_ms": raw[len(raw) // 2] * 1000}
+    with enjournal_server(url, workers=2) as server:
+        headers = bearer(issue_token(url, server.port))
+        path = f"/Patient/{patient}/$everything"
+        sequential(server.port, [path], 2, headers=headers)            # warm up
+        times, _bodies = sequential(server.port, [path], repeat, headers=headers)
+        out["http_first_page"] = summarize_ms(times)
+    log(f"$everything of a patient with {members:,} resources ({total:,} in $everything): first page in-process "
+        f"p50 {out['in_process_first_page']['p50']:.1f} ms, over HTTP p50 {out['http_first_page']['p50']:.1f} ms; "
+        f"all {len(keys):,} in-process p50 {out['in_process_all']['p50']:.1f} ms "
+        f"(raw fetch of the same bodies {out['raw_fetch_all_ms']:.1f} ms)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--database", required=True, help="postgresql://... holding the benchmark data")
@@ -154,7 +218,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--patients", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--only", default="sizes,reads,searches,export")
+    ap.add_argument("--everything-size", type=int, default=3000)
+    ap.add_argument("--only", default="sizes,reads,searches,everything,export")
     args = ap.parse_args()
     only = set(args.only.split(","))
     log(f"== PostgreSQL benchmarks; {machine()}")
@@ -165,6 +230,8 @@ def main() -> None:
         result["searches"] = searches(args.database, args.patients, args.repeat)
     if "reads" in only:
         result["reads"] = reads(args.database, args.seconds, args.rate)
+    if "everything" in only:
+        result["everything"] = everything(args.database, args.everything_size, 20)
     if "export" in only:
         raw = raw_export(args.database, None)
         result["export"] = http_export(args.database, 2, None)
