@@ -421,12 +421,19 @@ class GuardedRepository:
         return out
 
     def compartment_members(self, type: str, id: str) -> list:
+        self._compartment_allowed(type, id)
+        return self.store.compartment_members(type, id)
+
+    def compartment(self, type: str, id: str, params: list) -> list | None:
+        self._compartment_allowed(type, id)
+        return self.store.compartment(type, id, params)
+
+    def _compartment_allowed(self, type: str, id: str) -> None:
         ctx = self.guard.ctx()
         if not self.guard.is_system(ctx):
             decision = self.guard.decision(ctx, "search", type, id if type == "Patient" else None)
             if not decision.allow:
                 raise self.guard.refuse(decision)
-        return self.store.compartment_members(type, id)
 
     def history(self, type: str | None, id: str | None, since: int | None, at: Any, count: int,
                 offset: int) -> tuple[list[Stored], int]:

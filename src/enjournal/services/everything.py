@@ -7,7 +7,7 @@ from __future__ import annotations
 from .. import errors
 from ..fhir import dates
 from ..fhir import query as fq
-from ..fhir.compartments import compartment_params
+from ..fhir.compartments import compartment_params, compartment_types
 from ..store import Page
 from .resources import ResourceService, SearchResult
 
@@ -50,14 +50,16 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     """Keys of everything about the patient, the patient first, then in storage order."""
     repo = service.repo
     patient = service.read("Patient", patient_id)
-    allowed: dict[str, set] = {}
-    members = []
-    for rk, type_, pid, id_ in repo.compartment_members("Patient", patient_id):
-        if type_ not in allowed:
-            urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
-            allowed[type_] = {repo.pid_of(type_, p) for p in urls if p is not None}
-        if pid in allowed[type_]:
-            members.append((rk, type_, id_))
+    members = repo.compartment("Patient", patient_id, _compartment_params(service))
+    if members is None:
+        allowed: dict[str, set] = {}
+        members = []
+        for rk, type_, pid, id_ in repo.compartment_members("Patient", patient_id):
+            if type_ not in allowed:
+                urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
+                allowed[type_] = {repo.pid_of(type_, p) for p in urls if p is not None}
+            if pid in allowed[type_]:
+                members.append((rk, type_, id_))
     member_keys = list(dict.fromkeys(rk for rk, _, _ in members))
     have = {(t, i) for _, t, i in members} | {("Patient", patient_id)}
     referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)], skip=have)
@@ -67,3 +69,16 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     if since is not None or types is not None:
         keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
     return list(dict.fromkeys(keys))
+
+
+
+def _compartment_params(service: ResourceService) -> list:
+    """(resource type, search parameter) for each parameter that places a resource in a
+    Patient's compartment (the CompartmentDefinition)."""
+    out = []
+    for type_ in compartment_types("Patient"):
+        for code in compartment_params("Patient", type_):
+            param = service.registry.get(type_, code)
+            if param is not None:
+                out.append((type_, param))
+    return out

@@ -96,6 +96,7 @@ class PgConnection:
     With ``prepare`` None a statement is prepared on its second use (and, being prepared,
     may get a generic plan); with False it is planned for its values every time."""
     __slots__ = ("raw", "prepare")
+    arrays = True           # store/sql passes key lists as one array parameter (_among)
 
     def __init__(self, raw: psycopg.Connection, prepare: bool | None = None):
         self.raw = raw
@@ -104,8 +105,8 @@ class PgConnection:
     def execute(self, sql: str, args: Any = None) -> psycopg.Cursor:
         try:
             if not args:
-                return self.raw.execute(sql, prepare=self.prepare)
-            return self.raw.execute(_pg_sql(sql), args, prepare=self.prepare)
+                return self.raw.execute(sql, prepare=self.prepare, binary=True)
+            return self.raw.execute(_pg_sql(sql), args, prepare=self.prepare, binary=True)
         except psycopg.errors.DataError as exc:
             raise errors.Invalid(f"the database refused a value: {exc.diag.message_primary or exc}") from None
 

@@ -107,9 +107,9 @@ class SqlRepository:
         """key -> (type, patient) for the current resources among ``keys``."""
         with self._reading() as conn:
             out: dict[int, tuple[str, str | None]] = {}
-            for chunk in iter_chunks(keys, 500):
-                rows = conn.execute(f"SELECT rk, type, pat FROM res WHERE deleted = 0 AND rk IN "
-                                    f"({','.join('?' * len(chunk))})", chunk)
+            for chunk in _chunks(conn, keys, 500):
+                among, args = _among(conn, "rk", chunk)
+                rows = conn.execute(f"SELECT rk, type, pat FROM res WHERE deleted = 0 AND {among}", args)
                 out.update((rk, (t, p)) for rk, t, p in rows)
             return out
 
@@ -125,22 +125,40 @@ class SqlRepository:
                 "SELECT x.rk, r.type, x.pid, r.id FROM ix_ref x JOIN res r ON r.rk = x.rk "
                 "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0 ORDER BY x.rk", (id, type)).fetchall()
 
+    def compartment(self, type: str, id: str, params: list) -> list[tuple[int, str, str]] | None:
+        """(key, type, id) of each current resource that refers to ``type/id`` through one of
+        ``params``, (resource type, search parameter) pairs, in key order; each key is joined
+        to its ``res`` row once (a resource refers to its patient through several parameters).
+        None when a parameter is shared by all types (its rows do not tell the type)."""
+        keys = []
+        for resource_type, param in params:
+            key = param_key(resource_type, param)
+            if key == param_key(None, param):
+                return None
+            keys.append(key)
+        if not keys:
+            return []
+        with self._reading() as conn:
+            return conn.execute(
+                f"SELECT r.rk, r.type, r.id FROM res r WHERE r.rk IN (SELECT x.rk FROM ix_ref x WHERE x.tid = ? "
+                f"AND x.ttype = ? AND x.pid IN (SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))) "
+                f"AND r.deleted = 0 ORDER BY r.rk", [id, type] + keys).fetchall()
+
     def referenced(self, keys: list, skip: set | None = None) -> list:
         """Keys of current resources that the resources ``keys`` refer to, except the
         (type, id) pairs in ``skip`` (e.g. what the caller already has)."""
         with self._reading() as conn:
             targets: set = set()
-            for chunk in iter_chunks(keys, 900):
+            for chunk in _chunks(conn, keys, 900):
+                among, args = _among(conn, "rk", chunk)
                 targets.update(conn.execute(
-                    f"SELECT DISTINCT ttype, tid FROM ix_ref WHERE rk IN ({','.join('?' * len(chunk))}) "
-                    f"AND tid IS NOT NULL", chunk).fetchall())
+                    f"SELECT DISTINCT ttype, tid FROM ix_ref WHERE {among} AND tid IS NOT NULL", args).fetchall())
             targets -= skip or set()
             out: set = set()
             pairs = sorted(targets)
-            for chunk in iter_chunks(pairs, 400):
-                values = ",".join("(?,?)" for _ in chunk)
-                args = [v for pair in chunk for v in pair]
-                rows = conn.execute(f"SELECT r.rk FROM (VALUES {values}) v JOIN res r ON r.type = v.column1 "
+            for chunk in _chunks(conn, pairs, 400):
+                values, args = _pairs(conn, chunk)
+                rows = conn.execute(f"SELECT r.rk FROM {values} JOIN res r ON r.type = v.column1 "
                                     f"AND r.id = v.column2 WHERE r.deleted = 0", args)
                 out.update(row[0] for row in rows)
             return sorted(out)
@@ -149,9 +167,9 @@ class SqlRepository:
         """The keys whose resources changed at or after ``since`` and are of one of ``types``."""
         with self._reading() as conn:
             keep: set = set()
-            for chunk in iter_chunks(keys, 900):
-                sql = f"SELECT rk FROM res WHERE rk IN ({','.join('?' * len(chunk))})"
-                args = list(chunk)
+            for chunk in _chunks(conn, keys, 900):
+                among, args = _among(conn, "rk", chunk)
+                sql = f"SELECT rk FROM res WHERE {among}"
                 if since is not None:
                     sql += " AND updated >= ?"
                     args.append(since)
@@ -475,11 +493,11 @@ class SqlUnit:
         """Look up at once whether these (type, id) exist, so that writing them needs no read
         each (a round trip per resource on a server database)."""
         todo = [k for k in dict.fromkeys(keys) if k not in self.state and k not in self._absent]
-        for chunk in iter_chunks(todo, 400):
-            values = ",".join("(?,?)" for _ in chunk)
+        for chunk in _chunks(self.conn, todo, 400):
+            values, args = _pairs(self.conn, chunk)
             rows = self.conn.execute(
-                f"SELECT r.type, r.id, r.rk, r.version, r.deleted FROM (VALUES {values}) v "
-                f"JOIN res r ON r.type = v.column1 AND r.id = v.column2", [x for k in chunk for x in k])
+                f"SELECT r.type, r.id, r.rk, r.version, r.deleted FROM {values} "
+                f"JOIN res r ON r.type = v.column1 AND r.id = v.column2", args)
             found = {(t, i): (rk, v, bool(d)) for t, i, rk, v, d in rows}
             for k in chunk:
                 if k in found:
@@ -686,6 +704,32 @@ def _audit_row(row: tuple) -> tuple:
     return seq, recorded, patient, bool(emergency), bytes(body), bytes(prev), bytes(hash_)
 
 
+def _chunks(conn: Any, items: list, size: int) -> Iterator[list]:
+    """``items`` in chunks for ``_among``/``_pairs``: at most ``size`` (SQLite's statements
+    take at most 999 values), or all at once where the connection takes arrays."""
+    if getattr(conn, "arrays", False):
+        return iter([list(items)] if items else [])
+    return iter_chunks(items, size)
+
+
+def _among(conn: Any, column: str, values: list) -> tuple[str, list]:
+    """Key ``column`` is one of ``values``: an array parameter where the connection takes
+    arrays (PostgreSQL: one statement text for any number of keys, prepared once, and no
+    driver parsing a thousand placeholders), else an IN list."""
+    if getattr(conn, "arrays", False):
+        # as one array literal: psycopg's list dumper checks every element with a regex
+        return f"{column} = ANY(CAST(? AS bigint[]))", ["{" + ",".join(map(str, map(int, values))) + "}"]
+    return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+
+def _pairs(conn: Any, pairs: list) -> tuple[str, list]:
+    """A relation ``v(column1, column2)`` of (type, id) ``pairs``, for a FROM clause."""
+    if getattr(conn, "arrays", False):
+        return ("unnest(CAST(? AS text[]), CAST(? AS text[])) AS v(column1, column2)",
+                [[p[0] for p in pairs], [p[1] for p in pairs]])
+    return f"(VALUES {','.join('(?,?)' for _ in pairs)}) v", [x for pair in pairs for x in pair]
+
+
 def _setting(conn: Any, name: str) -> str | None:
     row = conn.execute("SELECT value FROM setting WHERE name = ?", (name,)).fetchone()
     return row[0] if row else None
@@ -767,10 +811,11 @@ _MAX_KEY = f"SELECT {_MAX_KEY_EXPR}"
 
 def _load(conn: Any, keys: list) -> list[Stored]:
     found: dict[int, Stored] = {}
-    for chunk in iter_chunks(keys, 500):
+    for chunk in _chunks(conn, keys, 500):
+        among, args = _among(conn, "r.rk", chunk)
         rows = conn.execute(
             f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r "
-            f"JOIN hist h ON h.seq = r.seq WHERE r.rk IN ({','.join('?' * len(chunk))})", chunk)
+            f"JOIN hist h ON h.seq = r.seq WHERE {among}", args)
         for rk, t, i, v, u, d, b, s, p in rows:
             found[rk] = Stored(t, i, v, u, bool(d), b, s, patient=p)
     return [found[k] for k in keys if k in found]
@@ -805,15 +850,15 @@ def _include_once(conn: Any, pid_of, keys: list, inc: q.Include) -> list:
     pid = pid_of(inc.source_type, inc.param) if inc.param is not None else None
     if inc.param is not None and pid is None:
         return out
-    for chunk in iter_chunks(keys, 500):
-        marks = ",".join("?" * len(chunk))
+    for chunk in _chunks(conn, keys, 500):
         if not inc.reverse:
+            among, args = _among(conn, "x.rk", chunk)
             sql = (f"SELECT t.rk FROM ix_ref x JOIN res s ON s.rk = x.rk JOIN res t ON t.type = x.ttype "
-                   f"AND t.id = x.tid WHERE x.rk IN ({marks}) AND t.deleted = 0")
+                   f"AND t.id = x.tid WHERE {among} AND t.deleted = 0")
         else:
+            among, args = _among(conn, "t.rk", chunk)
             sql = (f"SELECT s.rk FROM res t JOIN ix_ref x ON x.tid = t.id AND x.ttype = t.type "
-                   f"JOIN res s ON s.rk = x.rk WHERE t.rk IN ({marks}) AND s.deleted = 0")
-        args = list(chunk)
+                   f"JOIN res s ON s.rk = x.rk WHERE {among} AND s.deleted = 0")
         if inc.source_type is not None:       # None: "_include=*", references of any type
             sql += " AND s.type = ?"
             args.append(inc.source_type)
