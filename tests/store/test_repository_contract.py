@@ -8,6 +8,7 @@ import pytest
 
 from enjournal import errors
 from enjournal.fhir import query as fq
+from enjournal.fhir.compartments import compartment_params, compartment_types
 from enjournal.fhir.searchparams import Registry
 from enjournal.store import open_repository
 from tests.conftest import BACKENDS, new_pg_database
@@ -316,24 +317,34 @@ def test_include_iterate_follows_what_was_included(clinic):
     assert sorted(ids_of(repo, repo.includes(page, again.includes))) == ["Observation/o1", "Practitioner/dr"]
 
 
-def test_compartment_members_are_the_current_resources_referring_to_it(clinic):
-    repo = clinic
-    members = repo.compartment_members("Patient", "p")
-    assert sorted({(t, i) for _k, t, _pid, i in members}) == [("Condition", "c"), ("Observation", "o1")]
-    assert [m[0] for m in members] == sorted(m[0] for m in members)
-    assert all(k == key(repo, t, i) for k, t, _pid, i in members)
-    assert repo.compartment_members("Patient", "nobody") == []
+PATIENT_COMPARTMENT = [(t, REGISTRY.get(t, code)) for t in compartment_types("Patient")
+                       for code in compartment_params("Patient", t) if REGISTRY.get(t, code) is not None]
 
 
-def test_referenced_lists_current_targets_except_skipped(clinic):
+def test_compartment_lists_members_then_what_they_and_the_patient_refer_to(clinic):
     repo = clinic
-    o1 = key(repo, "Observation", "o1")
-    assert sorted(ids_of(repo, repo.referenced([o1]))) == ["Patient/p", "Practitioner/dr"]
-    assert ids_of(repo, repo.referenced([o1], skip={("Patient", "p")})) == ["Practitioner/dr"]
+    members, referenced = repo.compartment("Patient", "p", PATIENT_COMPARTMENT)
+    assert ids_of(repo, members) == ["Observation/o1", "Condition/c"]            # key order, o2 deleted
+    assert members == sorted(members)
+    assert ids_of(repo, referenced) == ["Practitioner/dr"]     # not Patient/p itself, not the members
+    put(repo, "Practitioner", "gp", {"resourceType": "Practitioner"})
+    put(repo, "Patient", "p", dict(patient("P"), generalPractitioner=[{"reference": "Practitioner/gp"}]))
+    # a member referring to another member, to the patient's own Observation, to another
+    # patient's Observation, to something deleted and to nothing that exists
+    put(repo, "Observation", "o3", observation("Patient/p", derivedFrom=[
+        {"reference": "Observation/o1"}, {"reference": "Observation/oq"}, {"reference": "Observation/o2"},
+        {"reference": "Observation/never"}]))
     delete(repo, "Practitioner", "dr")
-    assert ids_of(repo, repo.referenced([o1])) == ["Patient/p"]
-    put(repo, "Observation", "dangling", observation("Patient/never"))
-    assert repo.referenced([key(repo, "Observation", "dangling")]) == []
+    members, referenced = repo.compartment("Patient", "p", PATIENT_COMPARTMENT)
+    assert ids_of(repo, members) == ["Observation/o1", "Condition/c", "Observation/o3"]
+    assert ids_of(repo, referenced) == ["Observation/oq", "Practitioner/gp"]
+    assert referenced == sorted(referenced)
+    assert ids_of(repo, repo.compartment("Patient", "q", PATIENT_COMPARTMENT)[0]) == ["Observation/oq"]
+    assert repo.compartment("Patient", "nobody", PATIENT_COMPARTMENT) == ([], [])
+    # only the parameters given count: Conditions by subject
+    condition_subject = [("Condition", REGISTRY.get("Condition", "subject"))]
+    assert ids_of(repo, repo.compartment("Patient", "p", condition_subject)[0]) == ["Condition/c"]
+    assert repo.compartment("Patient", "p", []) == ([], [])
 
 
 def test_filter_keys_by_time_and_type_keeps_order(repo):
@@ -383,8 +394,8 @@ def test_a_resource_moved_to_another_patient_is_theirs_only(repo):
     assert search(repo, "Observation", subject="Patient/pb", code="urn:test|moved") == ["o"]
     assert search(repo, "Observation", subject="Patient/pa", code="urn:test|moved") == []
     assert search(repo, "Observation", patient="pb") == ["o"]
-    assert repo.compartment_members("Patient", "pa") == []
-    assert {m[3] for m in repo.compartment_members("Patient", "pb")} == {"o"}     # by subject and patient
+    assert repo.compartment("Patient", "pa", PATIENT_COMPARTMENT) == ([], [])
+    assert repo.compartment("Patient", "pb", PATIENT_COMPARTMENT)[0] == [k]      # by subject and patient: once
     # its history stays readable, version by version
     assert b"Patient/pa" in repo.vread("Observation", "o", 1).body
     # and a delete keeps it with the patient it belonged to last

@@ -400,9 +400,6 @@ class GuardedRepository:
     def includes(self, keys: list, includes: list) -> list:
         return self.visible_keys(self.store.includes(keys, includes))
 
-    def referenced(self, keys: list, skip: set | None = None) -> list:
-        return self.visible_keys(self.store.referenced(keys, skip))
-
     def visible_keys(self, keys: list) -> list:
         """``keys`` without those of resources the subject may not see (so totals do not leak)."""
         ctx = self.guard.ctx()
@@ -420,13 +417,10 @@ class GuardedRepository:
                 out.append(key)
         return out
 
-    def compartment_members(self, type: str, id: str) -> list:
+    def compartment(self, type: str, id: str, params: list) -> tuple[list, list]:
         self._compartment_allowed(type, id)
-        return self.store.compartment_members(type, id)
-
-    def compartment(self, type: str, id: str, params: list) -> list | None:
-        self._compartment_allowed(type, id)
-        return self.store.compartment(type, id, params)
+        members, referenced = self.store.compartment(type, id, params)
+        return members, self.visible_keys(referenced)
 
     def _compartment_allowed(self, type: str, id: str) -> None:
         ctx = self.guard.ctx()

@@ -50,22 +50,8 @@ def everything_keys(service: ResourceService, patient_id: str, since: int | None
     """Keys of everything about the patient, the patient first, then in storage order."""
     repo = service.repo
     patient = service.read("Patient", patient_id)
-    members = repo.compartment("Patient", patient_id, _compartment_params(service))
-    if members is None:
-        allowed: dict[str, set] = {}
-        members = []
-        for rk, type_, pid, id_ in repo.compartment_members("Patient", patient_id):
-            if type_ not in allowed:
-                urls = [service.registry.get(type_, code) for code in compartment_params("Patient", type_)]
-                allowed[type_] = {repo.pid_of(type_, p) for p in urls if p is not None}
-            if pid in allowed[type_]:
-                members.append((rk, type_, id_))
-    member_keys = list(dict.fromkeys(rk for rk, _, _ in members))
-    have = {(t, i) for _, t, i in members} | {("Patient", patient_id)}
-    referenced = repo.referenced(member_keys + [repo.key_of("Patient", patient_id)], skip=have)
-    keys = [repo.key_of("Patient", patient.id)] + member_keys
-    known = set(keys)
-    keys += [k for k in referenced if k not in known]
+    members, referenced = repo.compartment("Patient", patient.id, _compartment_params(service))
+    keys = [repo.key_of("Patient", patient.id)] + members + referenced
     if since is not None or types is not None:
         keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
     return list(dict.fromkeys(keys))

@@ -118,9 +118,12 @@ class PgConnection:
 def _configure(conn: psycopg.Connection) -> None:
     """Statements are prepared on their second use (psycopg's default is the sixth), so a
     lookup by key gets PostgreSQL's generic plan after five runs and is not planned again
-    (planning was measured at ~130 us of server CPU per GET by id)."""
+    (planning was measured at ~130 us of server CPU per GET by id). JIT compilation is off:
+    it starts above a cost estimate, not a measured time, and a misestimated key-list
+    statement ($everything) was measured spending 40-50 ms compiling to run for 25."""
     conn.prepare_threshold = 1
     conn.prepared_max = 512
+    conn.execute("SET jit = off")
 
 
 def _configure_valued(conn: psycopg.Connection) -> None:

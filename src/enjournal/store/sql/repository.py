@@ -118,50 +118,33 @@ class SqlRepository:
             row = conn.execute("SELECT rk FROM res WHERE type = ? AND id = ?", (type, id)).fetchone()
             return row[0] if row else None
 
-    def compartment_members(self, type: str, id: str) -> list[tuple[int, str, int, str]]:
-        """(key, type, parameter id, id) for each current resource referring to ``type/id``."""
-        with self._reading() as conn:
-            return conn.execute(
-                "SELECT x.rk, r.type, x.pid, r.id FROM ix_ref x JOIN res r ON r.rk = x.rk "
-                "WHERE x.tid = ? AND x.ttype = ? AND r.deleted = 0 ORDER BY x.rk", (id, type)).fetchall()
-
-    def compartment(self, type: str, id: str, params: list) -> list[tuple[int, str, str]] | None:
-        """(key, type, id) of each current resource that refers to ``type/id`` through one of
-        ``params``, (resource type, search parameter) pairs, in key order; each key is joined
-        to its ``res`` row once (a resource refers to its patient through several parameters).
-        None when a parameter is shared by all types (its rows do not tell the type)."""
-        keys = []
-        for resource_type, param in params:
-            key = param_key(resource_type, param)
-            if key == param_key(None, param):
-                return None
-            keys.append(key)
+    def compartment(self, type: str, id: str, params: list) -> tuple[list[int], list[int]]:
+        """The keys of the current resources in the compartment of ``type/id``: those that refer
+        to it through one of ``params`` ((resource type, search parameter) pairs, as the
+        CompartmentDefinition lists them; none is defined on Resource, so each one's index rows
+        tell the type), in key order; and, in key order, the keys of the current resources that
+        those or ``type/id`` itself refer to and that are neither. One statement: the members'
+        references never leave the database."""
+        # the parameters' ids are looked up here, not with pid_of: most have no rows yet, and
+        # another process may add them
+        keys = sorted({param_key(resource_type, param) for resource_type, param in params})
         if not keys:
-            return []
-        with self._reading() as conn:
-            return conn.execute(
-                f"SELECT r.rk, r.type, r.id FROM res r WHERE r.rk IN (SELECT x.rk FROM ix_ref x WHERE x.tid = ? "
-                f"AND x.ttype = ? AND x.pid IN (SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))) "
-                f"AND r.deleted = 0 ORDER BY r.rk", [id, type] + keys).fetchall()
-
-    def referenced(self, keys: list, skip: set | None = None) -> list:
-        """Keys of current resources that the resources ``keys`` refer to, except the
-        (type, id) pairs in ``skip`` (e.g. what the caller already has)."""
-        with self._reading() as conn:
-            targets: set = set()
-            for chunk in _chunks(conn, keys, 900):
-                among, args = _among(conn, "rk", chunk)
-                targets.update(conn.execute(
-                    f"SELECT DISTINCT ttype, tid FROM ix_ref WHERE {among} AND tid IS NOT NULL", args).fetchall())
-            targets -= skip or set()
-            out: set = set()
-            pairs = sorted(targets)
-            for chunk in _chunks(conn, pairs, 400):
-                values, args = _pairs(conn, chunk)
-                rows = conn.execute(f"SELECT r.rk FROM {values} JOIN res r ON r.type = v.column1 "
-                                    f"AND r.id = v.column2 WHERE r.deleted = 0", args)
-                out.update(row[0] for row in rows)
-            return sorted(out)
+            return [], []
+        with self._reading(valued=True) as conn:      # a patient with ten resources or ten thousand
+            rows = conn.execute(
+                "WITH m AS MATERIALIZED (SELECT r.rk, r.type, r.id FROM res r WHERE r.rk IN "
+                "(SELECT x.rk FROM ix_ref x WHERE x.tid = ? AND x.ttype = ? AND x.pid IN "
+                f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))) AND r.deleted = 0), "
+                "t AS (SELECT o.ttype, o.tid FROM ix_ref o WHERE o.rk IN "
+                "(SELECT rk FROM m UNION ALL SELECT rk FROM res WHERE type = ? AND id = ?) AND o.tid IS NOT NULL "
+                "EXCEPT SELECT type, id FROM m EXCEPT SELECT ?, ?) "
+                "SELECT 0, rk FROM m UNION ALL "
+                # a probe per target: estimates of t run to thousands when it holds tens
+                "SELECT 1, k FROM (SELECT (SELECT r.rk FROM res r WHERE r.type = t.ttype AND r.id = t.tid "
+                "AND r.deleted = 0) AS k FROM t) AS f WHERE k IS NOT NULL "
+                "ORDER BY 1, 2", [id, type, *keys, type, id, type, id]).fetchall()
+        members = [rk for side, rk in rows if side == 0]
+        return members, [rk for side, rk in rows[len(members):]]
 
     def filter_keys(self, keys: list, since: int | None, types: tuple | None) -> list:
         """The keys whose resources changed at or after ``since`` and are of one of ``types``."""
