@@ -137,12 +137,13 @@ class SqlRepository:
                 f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))) AND r.deleted = 0), "
                 "t AS (SELECT o.ttype, o.tid FROM ix_ref o WHERE o.rk IN "
                 "(SELECT rk FROM m UNION ALL SELECT rk FROM res WHERE type = ? AND id = ?) AND o.tid IS NOT NULL "
-                "EXCEPT SELECT type, id FROM m EXCEPT SELECT ?, ?) "
+                # the references to type/id itself (a third of the rows) go before the set difference
+                "AND (o.tid <> ? OR o.ttype <> ?) EXCEPT SELECT type, id FROM m) "
                 "SELECT 0, rk FROM m UNION ALL "
                 # a probe per target: estimates of t run to thousands when it holds tens
                 "SELECT 1, k FROM (SELECT (SELECT r.rk FROM res r WHERE r.type = t.ttype AND r.id = t.tid "
                 "AND r.deleted = 0) AS k FROM t) AS f WHERE k IS NOT NULL "
-                "ORDER BY 1, 2", [id, type, *keys, type, id, type, id]).fetchall()
+                "ORDER BY 1, 2", [id, type, *keys, type, id, id, type]).fetchall()
         members = [rk for side, rk in rows if side == 0]
         return members, [rk for side, rk in rows[len(members):]]
 
