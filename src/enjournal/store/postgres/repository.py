@@ -154,6 +154,7 @@ class PostgresRepository(SqlRepository):
     hints = False
     max_index_text = MAX_INDEX_TEXT
     bodies_with_keys = True         # a round trip costs more than reading 20 bodies at once
+    fixed_plans = True              # one patient's page: one generic plan, no planning per search
 
     def __init__(self, url: str, registry: Any, clock: Callable[[], int] | None = None,
                  new_id: Callable[[], str] | None = None, pool_min: int = 2, pool_max: int = 20,

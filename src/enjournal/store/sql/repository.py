@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 from ... import errors
@@ -37,6 +37,7 @@ class SqlRepository:
     hints = True            # SqlBuilder: planner hints for SQLite
     max_index_text: int | None = None   # index text cut to this many characters (PostgreSQL)
     bodies_with_keys = False            # a search page reads its resources in the same statement
+    fixed_plans = False                 # one patient's page runs on a connection keeping generic plans
 
     def _setup(self, registry: Any, clock: Callable[[], int] | None, new_id: Callable[[], str] | None) -> None:
         import time
@@ -83,7 +84,7 @@ class SqlRepository:
     def search(self, query: q.SearchQuery) -> Page:
         with self._reading(valued=True) as conn:
             page = _search(conn, self.pid_of, self.clock(), query, self.hints, self.max_index_text,
-                           self.bodies_with_keys)
+                           self.bodies_with_keys, self._reading if self.fixed_plans else None)
         if page.loaded is not None:
             self._pages.last = page
         return page
@@ -745,11 +746,12 @@ def _feed(conn: Any, after: int, limit: int) -> list[FeedEntry]:
 
 
 def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = True,
-            max_text: int | None = None, bodies: bool = False) -> Page:
+            max_text: int | None = None, bodies: bool = False, fixed: Callable[[], Any] | None = None) -> Page:
     """One page of keys. Paging is stable: the first page fixes a snapshot (the largest key
     then), later pages never see resources created after it. A first page without a total
     reads its rows and its snapshot in one statement (one round trip on a server database);
-    with ``bodies``, the page's resources too (``Page.loaded``)."""
+    with ``bodies``, the page's resources too (``Page.loaded``). ``fixed``: where to read a
+    page whose plan does not depend on its values (``SqlBuilder.one_patient``)."""
     builder = SqlBuilder(pid_of, now_ms, lambda sql, args: conn.execute(sql, args).fetchone()[0], hints,
                          max_text)
     snapshot = query.snapshot
@@ -770,14 +772,16 @@ def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = 
     page_sql = f"SELECT r.rk, {ceiling} AS c FROM {source} WHERE {page_where} ORDER BY {order} LIMIT ? OFFSET ?"
     page_args = page_args + order_args + [query.count + 1, query.offset]
     loaded = None
-    if bodies:
-        rows = conn.execute(
-            f"SELECT p.rk, p.c, r.type, r.id, r.version, r.updated, h.body, r.seq, r.pat FROM "
-            f"(SELECT s.rk, s.c, row_number() OVER () AS n FROM ({page_sql}) s) p JOIN res r ON r.rk = p.rk "
-            f"JOIN hist h ON h.seq = r.seq ORDER BY p.n", page_args).fetchall()
-        loaded = [Stored(t, i, v, u, False, b, sq, patient=pt) for _k, _c, t, i, v, u, b, sq, pt in rows[:query.count]]
-    else:
-        rows = conn.execute(page_sql, page_args).fetchall()
+    with fixed() if fixed is not None and builder.one_patient else nullcontext(conn) as page_conn:
+        if bodies:
+            rows = page_conn.execute(
+                f"SELECT p.rk, p.c, r.type, r.id, r.version, r.updated, h.body, r.seq, r.pat FROM "
+                f"(SELECT s.rk, s.c, row_number() OVER () AS n FROM ({page_sql}) s) p JOIN res r ON r.rk = p.rk "
+                f"JOIN hist h ON h.seq = r.seq ORDER BY p.n", page_args).fetchall()
+            loaded = [Stored(t, i, v, u, False, b, sq, patient=pt)
+                      for _k, _c, t, i, v, u, b, sq, pt in rows[:query.count]]
+        else:
+            rows = page_conn.execute(page_sql, page_args).fetchall()
     if snapshot is None:
         snapshot = rows[0][1] if rows else conn.execute(_MAX_KEY).fetchone()[0]
     has_more = len(rows) > query.count

@@ -50,6 +50,10 @@ class SqlBuilder:
         self._aliases = itertools.count(1)
         self._by_patient: dict[int, str] = {}    # id(token clause) -> patient id for its seek
         self._chosen: dict[tuple, object] = {}    # (types, clause ids) -> driving clause
+        # set by page_source: the page is read from one patient's rows of the driving index and
+        # every other clause is a fenced probe, so the plan is the same whatever the values
+        # (PostgreSQL may keep one generic plan for it instead of planning each time)
+        self.one_patient = False
 
     # -- entry points ------------------------------------------------------------------
 
@@ -101,6 +105,7 @@ class SqlBuilder:
                         sql, a = self._probe(c, "r")
                         parts.append(sql)
                         args.extend(a)
+                self.one_patient = self._one_patient(driver) and not any(_has_chain(c) for c in clauses)
                 return f"(SELECT DISTINCT rk FROM ({keys}) AS k) r", " AND ".join(parts) or "TRUE", args
         where, args = self.where(query, snapshot=snapshot)
         return "res r", where, args
@@ -113,6 +118,17 @@ class SqlBuilder:
         return (isinstance(c, q.Leaf) and not c.negate
                 and param_key(resource_type, c.param) != param_key(None, c.param)
                 and all(seekable for _t, _c, _a, seekable in self._branches(c)))
+
+    def _one_patient(self, c) -> bool:
+        """Whether the seek of ``c`` reads one patient's rows: a token seek pinned to the
+        patient, or a plain reference to ``Patient/X``."""
+        if id(c) in self._by_patient:
+            return True
+        if isinstance(c, q.AnyOf):
+            return bool(c.clauses) and all(self._one_patient(sub) for sub in c.clauses)
+        return (isinstance(c, q.Leaf) and not c.negate and c.modifier is None and c.param.type == "reference"
+                and bool(c.values) and all(isinstance(v, q.RefQ) and v.type == "Patient" and v.url is None
+                                           and v.id for v in c.values))
 
     def _on_key(self, c) -> bool:
         """Whether probing ``c`` needs only the candidate's key (not its ``res`` row)."""
@@ -572,3 +588,10 @@ def _parents(uri: str) -> list[str]:
 
 def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _has_chain(c) -> bool:
+    """Whether a clause holds a chained search (its inner search's plan depends on its values)."""
+    if isinstance(c, (q.AnyOf, q.AllOf)):
+        return any(_has_chain(sub) for sub in c.clauses)
+    return isinstance(c, (q.Chain, q.Has))
