@@ -388,10 +388,10 @@ class GuardedRepository:
     def search(self, query: Any) -> Page:
         return self.store.search(self.guard.scope(self.guard.ctx(), query))
 
-    def load(self, keys: list) -> list[Stored]:
+    def load(self, keys: list, ahead: Any = None) -> list[Stored]:
         ctx = self.guard.ctx()
         out = []
-        for stored in self.store.load(keys):
+        for stored in self.store.load(keys, ahead):       # checked here, whoever read them
             seen = self.guard.check(ctx, stored, "search", hide_only=True)
             if seen is not None:
                 out.append(seen)
@@ -421,6 +421,10 @@ class GuardedRepository:
         self._compartment_allowed(type, id)
         members, referenced = self.store.compartment(type, id, params)
         return members, self.visible_keys(referenced)
+
+    def members_ahead(self, type: str, id: str, params: list, count: int) -> Any:
+        self._compartment_allowed(type, id)
+        return self.store.members_ahead(type, id, params, count)
 
     def _compartment_allowed(self, type: str, id: str) -> None:
         ctx = self.guard.ctx()

@@ -39,19 +39,28 @@ def everything(service: ResourceService, patient_id: str | None, params: list) -
     if patient_id is None:
         raise errors.NotSupported("Patient/$everything over all patients is not supported: use Bulk Data "
                                   "$export, or Patient/[id]/$everything", "Patient")
-    keys = everything_keys(service, patient_id, since, types)
+    patient = service.read("Patient", patient_id)
+    ahead = None
+    if offset == 0 and since is None and types is None:
+        # the first page is the patient and its first members: read them while the whole
+        # compartment is worked out (where the store can); load() reads only what it lacks
+        ahead = service.repo.members_ahead("Patient", patient.id, _compartment_params(service), count)
+    keys = _keys(service, patient.id, since, types)
     query = fq.SearchQuery("Patient", count=count, offset=offset, echo=echo)
     page_keys = keys[offset:offset + count]
     page = Page(page_keys, len(keys), offset + count < len(keys), 0)
-    return SearchResult(query, page, service.repo.load(page_keys))
+    return SearchResult(query, page, service.repo.load(page_keys, ahead))
 
 
 def everything_keys(service: ResourceService, patient_id: str, since: int | None, types: set | None) -> list:
     """Keys of everything about the patient, the patient first, then in storage order."""
+    return _keys(service, service.read("Patient", patient_id).id, since, types)
+
+
+def _keys(service: ResourceService, patient_id: str, since: int | None, types: set | None) -> list:
     repo = service.repo
-    patient = service.read("Patient", patient_id)
-    members, referenced = repo.compartment("Patient", patient.id, _compartment_params(service))
-    keys = [repo.key_of("Patient", patient.id)] + members + referenced
+    members, referenced = repo.compartment("Patient", patient_id, _compartment_params(service))
+    keys = [repo.key_of("Patient", patient_id)] + members + referenced
     if since is not None or types is not None:
         keys = repo.filter_keys(keys, since, tuple(types) if types is not None else None)
     return list(dict.fromkeys(keys))

@@ -13,6 +13,7 @@ It shares its statements with SQLite (``store/sql``); what differs is here:
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -172,6 +173,8 @@ class PostgresRepository(SqlRepository):
                                           configure=_configure_valued, open=True, name="enjournal-searches")
         self.pool.wait(timeout=30)
         self.valued_pool.wait(timeout=30)
+        # reads started ahead (members_ahead) run on server processes of their own
+        self._ahead = ThreadPoolExecutor(max_workers=max(1, pool_max // 4), thread_name_prefix="enjournal-ahead")
         with self._reading() as conn:
             self._pids = dict(conn.execute("SELECT url, pid FROM sp").fetchall())
 
@@ -200,6 +203,7 @@ class PostgresRepository(SqlRepository):
         return _Reading(self.valued_pool if valued else self.pool)
 
     def close(self) -> None:
+        self._ahead.shutdown(wait=True)
         self.valued_pool.close()
         self.pool.close()
 

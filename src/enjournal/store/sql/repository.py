@@ -48,6 +48,7 @@ class SqlRepository:
         self._pids: dict[str, int] = {}
         self._last_updated = 0
         self._pages = threading.local()
+        self._ahead: Any = None          # an executor where reads may overlap (members_ahead)
 
     def _reading(self, valued: bool = False) -> Any:
         """A context manager yielding a connection for a few reads (autocommit). ``valued``:
@@ -89,15 +90,41 @@ class SqlRepository:
             self._pages.last = page
         return page
 
-    def load(self, keys: list) -> list[Stored]:
+    def load(self, keys: list, ahead: Any = None) -> list[Stored]:
+        """The current resources of ``keys``, in that order; ``ahead``: what ``members_ahead``
+        started (only what it has not read is read here)."""
         # the page this thread just searched, when its resources came with it (a round trip less)
         last = getattr(self._pages, "last", None)
         if last is not None:
             self._pages.last = None
-            if last.keys == keys:
+            if last.keys == keys and ahead is None:
                 return last.loaded
-        with self._reading() as conn:
-            return _load(conn, keys)
+        found = dict(ahead.result()) if ahead is not None else {}
+        missing = [k for k in keys if k not in found]
+        if missing:
+            with self._reading() as conn:
+                found.update(_load_keyed(conn, missing))
+        return [found[k] for k in keys if k in found]
+
+    def members_ahead(self, type: str, id: str, params: list, count: int) -> Any:
+        """Start reading ``type/id`` and the first ``count - 1`` members of its compartment
+        (``compartment``'s order) on another connection, while the caller works out the whole
+        compartment; a future for ``load``, or None where reads do not overlap (SQLite: one
+        process, its reads share the interpreter)."""
+        if self._ahead is None or count <= 0:
+            return None
+        return self._ahead.submit(self._members_bodies, type, id, params, count)
+
+    def _members_bodies(self, type: str, id: str, params: list, count: int) -> dict[int, Stored]:
+        keys = sorted({param_key(resource_type, param) for resource_type, param in params})
+        if not keys:
+            return {}
+        with self._reading(valued=True) as conn:
+            return _load_keyed(conn, None, (
+                "SELECT rk FROM res WHERE type = ? AND id = ? UNION ALL (SELECT DISTINCT x.rk FROM ix_ref x "
+                "WHERE x.tid = ? AND x.ttype = ? AND x.pid IN "
+                f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))})) ORDER BY x.rk LIMIT ?)",
+                [type, id, id, type, *keys, count - 1]))
 
     def includes(self, keys: list, includes: list) -> list:
         """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
@@ -798,15 +825,24 @@ _MAX_KEY = f"SELECT {_MAX_KEY_EXPR}"
 
 
 def _load(conn: Any, keys: list) -> list[Stored]:
+    found = _load_keyed(conn, keys)
+    return [found[k] for k in keys if k in found]
+
+
+def _load_keyed(conn: Any, keys: list | None, subquery: tuple[str, list] | None = None) -> dict[int, Stored]:
+    """key -> the current resource, for ``keys`` or for the keys a ``subquery`` (sql, args) selects."""
     found: dict[int, Stored] = {}
-    for chunk in _chunks(conn, keys, 500):
-        among, args = _among(conn, "r.rk", chunk)
+    if subquery is not None:
+        parts = [(f"r.rk IN ({subquery[0]})", list(subquery[1]))]
+    else:
+        parts = [_among(conn, "r.rk", chunk) for chunk in _chunks(conn, keys, 500)]
+    for among, args in parts:
         rows = conn.execute(
             f"SELECT r.rk, r.type, r.id, r.version, r.updated, r.deleted, h.body, r.seq, r.pat FROM res r "
             f"JOIN hist h ON h.seq = r.seq WHERE {among}", args)
         for rk, t, i, v, u, d, b, s, p in rows:
             found[rk] = Stored(t, i, v, u, bool(d), b, s, patient=p)
-    return [found[k] for k in keys if k in found]
+    return found
 
 
 def _includes(conn: Any, pid_of, keys: list, includes: list) -> list:
