@@ -75,6 +75,10 @@ def test_batches_are_current_resources_in_key_order(repo, stored):
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
     assert ids(rows) == ["a", "b", "c", "o-a", "o-b", "o-c", "o-ca", "org"]        # "gone" is deleted
     assert rows[0][1] == "Patient" and bytes(rows[0][2]) == repo.read("Patient", "a").body
+    # id, version and the patient whose data it is ('*': of several), for the audit log
+    assert [(r[3], r[4], r[5]) for r in rows] == [
+        ("a", 1, "a"), ("b", 1, "b"), ("c", 1, "c"), ("o-a", 1, "a"), ("o-b", 1, "b"), ("o-c", 1, "c"),
+        ("o-ca", 1, "*"), ("org", 1, None)]
 
 
 def test_types_and_times(repo, stored):

@@ -402,9 +402,9 @@ def test_kick_off_and_downloads_are_audited(data):
     assert http.get(url, headers=data.auth).status_code == 200
     path = url.split(data.base, 1)[1]
 
-    def kick_of(events):
-        return [e for e in events if any(job in x.get("description", "") and "$export of" in x["description"]
-                                         for x in e.get("entity", []))]
+    def kick_of(events):        # the job's reads are recorded too, with "resources=<count>"
+        return [e for e in events if any(x.get("description", "").endswith(f"job={job})")
+                                         and "$export of" in x["description"] for x in e.get("entity", []))]
 
     def fetched_in(events):
         return [e for e in events if any(x.get("description") == f"requested: GET {path}"
@@ -423,6 +423,39 @@ def test_kick_off_and_downloads_are_audited(data):
     kick_off(data, "/$export", headers=data.headers("gp", purpose="TREAT", patient="Patient/bx-a"))
     events = audited(data, lambda es: "bulk export" in es[0].get("outcomeDesc", ""))
     assert events[0]["outcome"] == "4" and "bulk export is for system clients" in events[0]["outcomeDesc"]
+
+
+def test_each_citizens_access_log_lists_the_export_that_read_their_data(data, monkeypatch):
+    monkeypatch.setattr(export_service, "BATCH", 4)             # several batches
+    r = kick_off(data, "/Group/bx-group/$export", _type="Patient,Observation")
+    job = r.headers["Content-Location"].rsplit("/", 1)[1]
+    files = download(data, wait(data, r.headers["Content-Location"]))
+    assert len(files["Patient"]) == 2 and len(files["Observation"]) == 8
+
+    def export_events(patient):
+        data.platform.audit.flush()
+        rows = data.platform.store.audit_search(patient=patient, count=100)
+        return [orjson.loads(row.body) for row in rows
+                if any(job in (x.get("description") or "") for x in orjson.loads(row.body)["entity"])]
+
+    deadline = time.time() + 5
+    while not export_events("bx-a") and time.time() < deadline:
+        time.sleep(0.05)
+    counted: dict[str, dict[str, int]] = {}
+    for patient in ("bx-a", "bx-b", "bx-c"):
+        for event in export_events(patient):
+            assert event["subtype"][0]["code"] == "operation" and event["outcome"] == "0"
+            assert event["agent"][0]["altId"]                        # the client that started it
+            assert [x["what"]["reference"] for x in event["entity"] if "what" in x] == [f"Patient/{patient}"]
+            for x in event["entity"][1:]:
+                found = re.fullmatch(rf"\$export of (\w+) \(level=group job={job} resources=(\d+)\)", x["description"])
+                assert found, x["description"]
+                by_type = counted.setdefault(patient, {})
+                by_type[found[1]] = by_type.get(found[1], 0) + int(found[2])
+    # what of each patient's data the files hold: bx-ab (of b and a) in both records, and
+    # bx-shared (of c and a) in c's too, though c is not a member
+    assert counted == {"bx-a": {"Patient": 1, "Observation": 3 + 2}, "bx-b": {"Patient": 1, "Observation": 3 + 1},
+                       "bx-c": {"Observation": 1}}
 
 
 def test_capability_statement_lists_the_export_operations(data):

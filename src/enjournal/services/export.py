@@ -131,9 +131,11 @@ class ExportJobs:
                 return job
 
     def start(self, job: str, request: ExportRequest, owner: str, types: tuple | None,
-              patients: tuple | None) -> None:
+              patients: tuple | None, record: Callable[[list], None] | None = None) -> None:
         """Record job ``job`` and start writing it. ``types``: the types to export (None:
-        every type); ``patients``: a Group's members. 429 when too many run here."""
+        every type); ``patients``: a Group's members; ``record``: given each batch written,
+        as (type, id, version, patient, body) rows, for the audit log (the access module's
+        ``Guard.export_recorder``). 429 when too many run here."""
         self.sweep()
         with self._lock:
             if self._closing.is_set():
@@ -150,7 +152,7 @@ class ExportJobs:
             state = {"request": request.url, "transactionTime": now, "types": list(types) if types else None,
                      "level": request.level, "since": request.since, "exported": 0, "output": []}
             self.store.job_put(job, KIND, owner, RUNNING, _json(state), now)
-            thread = threading.Thread(target=self._run, args=(job, owner, state, types, request.since, now, patients),
+            thread = threading.Thread(target=self._run, args=(job, owner, state, types, request.since, now, patients, record),
                                       name=f"enjournal-export-{job[:8]}", daemon=True)
             if not self._at_exit:
                 # a process may end without Platform.close() (uvicorn's shutdown calls close()
@@ -236,7 +238,7 @@ class ExportJobs:
     # -- the work ------------------------------------------------------------------------
 
     def _run(self, job: str, owner: str, state: dict, types: tuple | None, since: int | None, until: int,
-             patients: tuple | None) -> None:
+             patients: tuple | None, record: Callable[[list], None] | None) -> None:
         folder = self.directory / job
         writer = _Files(folder, self.file_resources)
         compartments = state["level"] != "system"
@@ -257,12 +259,16 @@ class ExportJobs:
                     rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments)
                     if not rows:
                         break
-                    for key, type_, body in rows:
+                    read = []
+                    for key, type_, body, id_, version, patient in rows:
                         if written is not None:
                             if key in written:
                                 continue
                             written.add(key)
                         writer.write(type_, body)
+                        read.append((type_, id_, version, patient, body))
+                    if record is not None:
+                        record(read)
                     after = rows[-1][0]
                     state["exported"] = writer.count
                     self.store.job_put(job, KIND, owner, RUNNING, _json(state), self.clock())

@@ -74,7 +74,8 @@ class BulkApi:
         # for by name and not granted) and records the export for the audit log
         types = self.guard.export_types(export.types, tuple(sorted(self.types)), level, job)
         patients = self._members(group) if group is not None else None
-        self.jobs.start(job, export, owner, None if frozenset(types) >= self.types else types, patients)
+        self.jobs.start(job, export, owner, None if frozenset(types) >= self.types else types, patients,
+                        self.guard.export_recorder(level, job))
         return Response(status_code=202, headers={"Content-Location": f"{self.base(request)}/$export-status/{job}"})
 
     def _members(self, group: str) -> tuple:

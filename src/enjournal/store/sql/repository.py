@@ -414,8 +414,8 @@ class SqlRepository:
 
     def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
                      until: int | None = None, patients: tuple | None = None,
-                     compartments: bool = False) -> list[tuple[int, str, bytes]]:
-        """(key, type, body) of current resources with key > ``after_key``, in key order, at most
+                     compartments: bool = False) -> list[tuple[int, str, bytes, str, int, str | None]]:
+        """(key, type, body, id, version, patient) of current resources with key > ``after_key``, in key order, at most
         ``limit``: of ``types`` (None: all), changed in [since, until] (epoch ms),
         ``compartments``: in some patient's compartment, ``patients``: in one of these
         patients' compartments (a resource of several patients when it refers to one)."""
@@ -442,7 +442,7 @@ class SqlRepository:
             args.extend(patients)
         with self._reading(valued=True) as conn:
             return conn.execute(
-                f"SELECT r.rk, r.type, h.body FROM res r JOIN hist h ON h.seq = r.seq "
+                f"SELECT r.rk, r.type, h.body, r.id, r.version, r.pat FROM res r JOIN hist h ON h.seq = r.seq "
                 f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
 
     def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None:
