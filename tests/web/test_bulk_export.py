@@ -194,6 +194,40 @@ def test_a_large_group_goes_in_passes_and_each_resource_once(data, monkeypatch):
     assert sorted(observations) == sorted(set(observations)) and len(observations) == 8
 
 
+def patients_param(*refs: str) -> dict:
+    return {"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"reference": ref}}
+                                                        for ref in refs]}
+
+
+def test_the_patient_parameter_limits_a_patient_or_group_export_to_those_patients(data):
+    r = http.post(f"{data.base}/Group/bx-group/$export", json=patients_param("Patient/bx-b"),
+                  headers={**ASYNC, **data.auth})
+    assert r.status_code == 202, r.text
+    files = download(data, wait(data, r.headers["Content-Location"]))
+    assert ids(files["Patient"]) == {"bx-b"}
+    assert len(files["Observation"]) == 3 + 1 and "bx-ab" in ids(files["Observation"])      # bx-ab: of b and a
+    r = http.post(f"{data.base}/Patient/$export", json=patients_param("Patient/bx-c", "Patient/bx-b"),
+                  headers={**ASYNC, **data.auth})
+    assert r.status_code == 202, r.text
+    files = download(data, wait(data, r.headers["Content-Location"]))
+    assert ids(files["Patient"]) == {"bx-b", "bx-c"} and len(files["Observation"]) == 3 + 3 + 2
+    # in the query too, comma-separated
+    _, files = export(data, "/Patient/$export", patient="Patient/bx-c", _type="Patient")
+    assert set(files) == {"Patient"} and ids(files["Patient"]) == {"bx-c"}
+    # not a member of the Group, not known, not a Patient reference, not at system level: 400
+    for path, refs, says in (("/Group/bx-group/$export", ["Patient/bx-c"], "not a member of Group/bx-group"),
+                             ("/Patient/$export", ["Patient/bx-a", "Patient/nobody"], "Patient/nobody is not known"),
+                             ("/Patient/$export", ["Observation/bx-ab"], "not a reference Patient/<id>"),
+                             ("/Patient/$export", ["Patient/x' OR 1=1--"], "not a reference"),
+                             ("/$export", ["Patient/bx-a"], "Patient- and Group-level")):
+        r = http.post(f"{data.base}{path}", json=patients_param(*refs), headers={**ASYNC, **data.auth})
+        assert r.status_code == 400 and says in outcome(r)["diagnostics"], (path, r.text)
+        assert outcome(r)["expression"] == ["patient"]
+    body = {"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"display": "x"}}]}
+    r = http.post(f"{data.base}/Patient/$export", json=body, headers={**ASYNC, **data.auth})
+    assert r.status_code == 400 and outcome(r)["expression"] == ["patient"]
+
+
 def test_post_kick_off_with_parameters(data):
     body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Organization"},
                                                          {"name": "_outputFormat", "valueString": "ndjson"}]}
@@ -202,10 +236,6 @@ def test_post_kick_off_with_parameters(data):
     manifest = wait(data, r.headers["Content-Location"])
     assert manifest["request"] == f"{data.base}/$export"
     assert set(download(data, manifest)) == {"Organization"}
-    body = {"resourceType": "Parameters", "parameter": [{"name": "patient", "valueReference": {"reference":
-                                                                                             "Patient/bx-a"}}]}
-    r = http.post(f"{data.base}/Group/bx-group/$export", json=body, headers={**ASYNC, **data.auth})
-    assert r.status_code == 400 and "patient" in outcome(r)["expression"][0]
     r = http.post(f"{data.base}/$export", json={"resourceType": "Patient"}, headers={**ASYNC, **data.auth})
     assert r.status_code == 400 and "Parameters" in outcome(r)["diagnostics"]
 

@@ -27,9 +27,10 @@ from ..fhir import dates
 log = logging.getLogger("enjournal.export")
 
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
-_NOT_SUPPORTED = ("_typeFilter", "_elements", "includeAssociatedData", "patient", "organizeOutputBy",
+_NOT_SUPPORTED = ("_typeFilter", "_elements", "includeAssociatedData", "organizeOutputBy",
                   "allowPartialManifests")
-_KNOWN = ("_outputFormat", "_type", "_since", "_format", "_pretty")
+_KNOWN = ("_outputFormat", "_type", "_since", "patient", "_format", "_pretty")
+_PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
 # a FHIR instant (https://hl7.org/fhir/R4/datatypes.html#instant): seconds and a time zone
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 BATCH = 5000
@@ -51,6 +52,7 @@ class ExportRequest:
     types: tuple | None          # asked for with _type (None: all the client may read)
     since: int | None            # epoch ms
     url: str                     # the kick-off URL, for the manifest
+    patients: tuple | None = None    # ``patient``: only these patients' data (ids)
 
 
 def parse_request(params: list[tuple[str, str | None]], level: str, group: str | None, url: str,
@@ -59,9 +61,12 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
     """The kick-off's parameters, or ``errors.Invalid`` / ``errors.NotSupported`` naming the
     one that is wrong. ``patient_types``: the types a Patient- or Group-level export can hold
     (asking only for others is a 400). A value of None is a POST parameter that is not a
-    string. ``lenient`` (``Prefer: handling=lenient``) drops unknown parameters."""
+    string. ``lenient`` (``Prefer: handling=lenient``) drops unknown parameters. ``patient``
+    (references ``Patient/<id>``, repeated or comma-separated) limits a Patient- or
+    Group-level export to those patients' data."""
     types: list[str] | None = None
     since = None
+    patients: list[str] | None = None
     for name, value in params:
         if name in _NOT_SUPPORTED:
             raise errors.NotSupported(f"the export parameter {name} is not supported: leave it out", name)
@@ -83,10 +88,20 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
                 types = (types or []) + [type_]
         elif name == "_since":
             since = _instant(value)
+        elif name == "patient":
+            if level == "system":
+                raise errors.Invalid("the patient parameter is for Patient- and Group-level exports "
+                                     "([base]/Patient/$export, [base]/Group/[id]/$export)", "patient")
+            for ref in (r.strip() for r in value.split(",")):
+                found = _PATIENT_REF.match(ref)
+                if found is None:
+                    raise errors.Invalid(f"patient: '{ref}' is not a reference Patient/<id>", "patient")
+                patients = (patients or []) + [found[1]]
     if types and level != "system" and patient_types and not lenient and not set(types) & patient_types:
         raise errors.Invalid(f"_type: {', '.join(types)} cannot be in a patient's compartment, so a {level}-level "
                              "export holds none of it; use the system-level [base]/$export", "_type")
-    return ExportRequest(level, group, tuple(dict.fromkeys(types)) if types else None, since, url)
+    return ExportRequest(level, group, tuple(dict.fromkeys(types)) if types else None, since, url,
+                         tuple(dict.fromkeys(patients)) if patients else None)
 
 
 def _instant(value: str) -> int:

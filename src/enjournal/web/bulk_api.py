@@ -73,10 +73,28 @@ class BulkApi:
         # the access module decides which types this client may export (403 for one asked
         # for by name and not granted) and records the export for the audit log
         types = self.guard.export_types(export.types, tuple(sorted(self.types)), level, job)
-        patients = self._members(group) if group is not None else None
+        patients = self._patients(export, group)
         self.jobs.start(job, export, owner, None if frozenset(types) >= self.types else types, patients,
                         self.guard.export_recorder(level, job))
         return Response(status_code=202, headers={"Content-Location": f"{self.base(request)}/$export-status/{job}"})
+
+    def _patients(self, export: Any, group: str | None) -> tuple | None:
+        """The patients whose data the export holds (None: all): the Group's members, or
+        those the ``patient`` parameter names, which must be members of the Group or known
+        (400 naming the first that is not)."""
+        members = self._members(group) if group is not None else None
+        if export.patients is None:
+            return members
+        if members is not None:
+            among = set(members)
+            outside = [p for p in export.patients if p not in among]
+            if outside:
+                raise errors.Invalid(f"patient: Patient/{outside[0]} is not a member of Group/{group}", "patient")
+        else:
+            unknown = [p for p in export.patients if self.repo.key_of("Patient", p) is None]
+            if unknown:
+                raise errors.Invalid(f"patient: Patient/{unknown[0]} is not known", "patient")
+        return export.patients
 
     def _members(self, group: str) -> tuple:
         """The Patient ids of the Group's ``member.entity`` (other members are ignored)."""
@@ -134,5 +152,7 @@ def _parameters(resource: object) -> list[tuple[str, str | None]]:
         if not isinstance(p, dict) or not isinstance(p.get("name"), str):
             raise errors.Invalid("each parameter needs a name", f"Parameters.parameter[{i}].name")
         value = next((v for k, v in p.items() if k.startswith("value")), None)
+        if p["name"] == "patient" and isinstance(value, dict):       # valueReference
+            value = value.get("reference")
         out.append((p["name"], value if isinstance(value, str) else None))
     return out
