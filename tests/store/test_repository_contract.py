@@ -3,6 +3,7 @@ states one promise services rely on."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import pytest
 
@@ -367,6 +368,10 @@ def test_load_with_members_read_ahead_gives_what_load_gives(clinic):
     delete(repo, "Observation", "o1")
     members, _referenced = repo.compartment("Patient", "p", PATIENT_COMPARTMENT)
     assert [s.id for s in repo.load([p] + members, ahead)] == ["p", "c"]
+    # a read ahead that failed (no connection in time, a dropped one): the page is read in full
+    failed: Future = Future()
+    failed.set_exception(TimeoutError("no connection"))
+    assert [s.id for s in repo.load([p] + members, failed)] == ["p", "c"]
 
 
 def test_filter_keys_by_time_and_type_keeps_order(repo):

@@ -8,6 +8,7 @@ the few statements its dialect spells differently. Every statement here is writt
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import defaultdict
@@ -21,6 +22,8 @@ from .. import (AUDIT_HEAD, GENESIS, AuditRow, FeedEntry, NewAuditRow, Page, Sto
                  iter_chunks, parse_head)
 from .rows import INDEX_TABLES, add_rows, param_key, patient_of
 from .search import SqlBuilder
+
+log = logging.getLogger("enjournal.store")
 
 _COLUMN_PARAMS = frozenset(("_id", "_lastUpdated"))   # searched on res.id / res.updated directly
 # an escaped U+0000 in JSON text: "\u0000" not itself preceded by an escaping backslash
@@ -99,7 +102,12 @@ class SqlRepository:
             self._pages.last = None
             if last.keys == keys and ahead is None:
                 return last.loaded
-        found = dict(ahead.result()) if ahead is not None else {}
+        found: dict = {}
+        if ahead is not None:
+            try:
+                found = dict(ahead.result())
+            except Exception as exc:     # e.g. no connection in time: read it all here instead
+                log.warning("reading ahead failed (%s): the page is read in full", type(exc).__name__)
         missing = [k for k in keys if k not in found]
         if missing:
             with self._reading() as conn:
