@@ -47,12 +47,15 @@ def pick_database(explicit: str | None) -> str:
     return str(DEMO)
 
 
-def raw_rows(database: str, types: tuple | None):
+def raw_rows(database: str, types: tuple | None, extra: str = ""):
     """The baseline's rows: current bodies in key order, one plain SELECT (a named cursor on
-    PostgreSQL, so neither side holds everything in memory)."""
+    PostgreSQL, so neither side holds everything in memory); ``extra``: a further condition
+    on ``res r``."""
     where = "r.deleted = 0"
     if types:
         where += f" AND r.type IN ({','.join(repr(t) for t in types)})"
+    if extra:
+        where += f" AND {extra}"
     sql = f"SELECT h.body FROM res r JOIN hist h ON h.seq = r.seq WHERE {where} ORDER BY r.rk"
     if "://" in database:
         import psycopg
@@ -71,12 +74,12 @@ def raw_rows(database: str, types: tuple | None):
         conn.close()
 
 
-def raw_export(database: str, types: tuple | None) -> dict:
+def raw_export(database: str, types: tuple | None, extra: str = "") -> dict:
     target = OUT / "export-raw.ndjson"
     start = time.perf_counter()
     n = 0
     with open(target, "wb", buffering=1 << 20) as out:
-        for body in raw_rows(database, types):
+        for body in raw_rows(database, types, extra):
             out.write(body)
             out.write(b"\n")
             n += 1
@@ -88,10 +91,10 @@ def raw_export(database: str, types: tuple | None) -> dict:
     return {"resources": n, "bytes": size, "seconds": seconds, "per_s": n / seconds}
 
 
-def http_export(database: str, workers: int, types: tuple | None) -> dict:
+def http_export(database: str, workers: int, types: tuple | None, params: dict | None = None) -> dict:
     with enjournal_server(Path(database) if "://" not in database else database, workers=workers) as server:
         headers = bearer(issue_token(Path(database) if "://" not in database else database, server.port))
-        params = {"_type": ",".join(types)} if types else {}
+        params = {**({"_type": ",".join(types)} if types else {}), **(params or {})}
         with httpx.Client(base_url=server.url, headers=headers, timeout=600) as c:
             start = time.perf_counter()
             r = c.get("/$export", params=params,

@@ -228,6 +228,48 @@ def test_the_patient_parameter_limits_a_patient_or_group_export_to_those_patient
     assert r.status_code == 400 and outcome(r)["expression"] == ["patient"]
 
 
+def codes(observations: list[dict]) -> list[str]:
+    return sorted(o["code"]["coding"][0]["code"] for o in observations)
+
+
+def test_type_filter_keeps_of_a_type_what_matches_one_of_its_queries(data):
+    _, files = export(data, "/$export", _typeFilter="Observation?code=http://loinc.org|1000-0")
+    assert codes(files["Observation"]) == ["1000-0"] * 3
+    assert {"bx-a", "bx-b", "bx-c"} <= ids(files["Patient"]) and "bx-org" in ids(files["Organization"])
+    # two queries of a type are ORed; a comma inside a query is an OR of values
+    _, files = export(data, "/$export", _type="Observation",
+                      _typeFilter="Observation?code=1000-0,Observation?code=2000-0,2001-0")
+    assert codes(files["Observation"]) == ["1000-0"] * 3 + ["2000-0", "2001-0"]
+    # the parameter repeated, with a chain, within a Group's data, with _type
+    r = http.get(f"{data.base}/Group/bx-group/$export", headers={**ASYNC, **data.auth}, params=[
+        ("_type", "Patient,Observation"), ("_typeFilter", "Observation?patient.family=bx-b"),
+        ("_typeFilter", "Patient?family=bx-a")])
+    assert r.status_code == 202, r.text
+    files = download(data, wait(data, r.headers["Content-Location"]))
+    assert ids(files["Patient"]) == {"bx-a"}
+    assert len(files["Observation"]) == 4 and "bx-ab" in ids(files["Observation"])   # b's own and bx-ab
+    # as a POST parameter, with an AND of two parameters; a value that matches nothing
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "_typeFilter", "valueString": "Observation?subject=Patient/bx-c&code=1001-0,1002-0"}]}
+    r = http.post(f"{data.base}/Patient/$export", json=body, headers={**ASYNC, **data.auth})
+    assert r.status_code == 202, r.text
+    files = download(data, wait(data, r.headers["Content-Location"]))
+    assert codes(files["Observation"]) == ["1001-0", "1002-0"] and "Patient" in files
+    _, files = export(data, "/$export", _type="Observation", _typeFilter="Observation?code=x' OR '1'='1")
+    assert files == {}
+
+
+def test_type_filter_is_checked_as_a_search_by_the_clients_scopes(data):
+    token = {"Authorization": f"Bearer {data.token('system', scope='system/Observation.r')}"}   # no search
+    r = kick_off(data, "/$export", headers=token, _type="Observation")
+    assert r.status_code == 202, r.text
+    r = kick_off(data, "/$export", headers=token, _typeFilter="Observation?code=1000-0")
+    assert r.status_code == 403, r.text
+    token = {"Authorization": f"Bearer {data.token('system', scope='system/Observation.rs')}"}
+    r = kick_off(data, "/$export", headers=token, _typeFilter="Patient?family=bx-a")
+    assert r.status_code == 403 and outcome(r)["expression"] == ["_typeFilter"]
+
+
 def test_post_kick_off_with_parameters(data):
     body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "Organization"},
                                                          {"name": "_outputFormat", "valueString": "ndjson"}]}
@@ -249,7 +291,16 @@ def test_post_kick_off_with_parameters(data):
     ({"_since": "2026-01-01T10:00:00"}, "_since"),
     ({"_since": "2026-13-01T10:00:00Z"}, "_since"),
     ({"_outputFormat": "text/csv"}, "_outputFormat"),
-    ({"_typeFilter": "Observation?code=1"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?nonsense=1"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?code=1&_sort=date"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?_count=5"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?_include=Observation:subject"}, "_typeFilter"),
+    ({"_typeFilter": "Observation"}, "_typeFilter"),
+    ({"_typeFilter": "Nonsense?code=1"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?date=yesterday"}, "_typeFilter"),
+    ({"_typeFilter": "Observation?code=1", "_type": "Patient"}, "_typeFilter"),
+    ({"_typeFilter": ",".join(["Observation?code=1"] * 101)}, "_typeFilter"),
+    ({"_typeFilter": "Observation?code=" + ",".join(["1234-5"] * 4000)}, "_typeFilter"),
     ({"_elements": "id"}, "_elements"),
     ({"includeAssociatedData": "LatestProvenanceResources"}, "includeAssociatedData"),
     ({"patient": "Patient/bx-a"}, "patient"),

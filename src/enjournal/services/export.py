@@ -18,18 +18,25 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import parse_qsl
 
 import orjson
 
 from .. import errors
 from ..fhir import dates
+from ..fhir import query as fq
 
 log = logging.getLogger("enjournal.export")
 
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
-_NOT_SUPPORTED = ("_typeFilter", "_elements", "includeAssociatedData", "organizeOutputBy",
-                  "allowPartialManifests")
-_KNOWN = ("_outputFormat", "_type", "_since", "patient", "_format", "_pretty")
+_NOT_SUPPORTED = ("_elements", "includeAssociatedData", "organizeOutputBy", "allowPartialManifests")
+_KNOWN = ("_outputFormat", "_type", "_since", "patient", "_typeFilter", "_format", "_pretty")
+# _typeFilter holds comma-separated queries "Type?..."; a comma inside a query (an OR of
+# values) is not followed by "Type?"
+_FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
+_FILTER = re.compile(r"^([A-Z][A-Za-z]*)\?(.+)$", re.S)
+# the filters become one statement's conditions: bounded well under the engines' parameter limits
+MAX_FILTERS, MAX_FILTER_TEXT = 100, 20_000
 _PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
 # a FHIR instant (https://hl7.org/fhir/R4/datatypes.html#instant): seconds and a time zone
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
@@ -53,20 +60,25 @@ class ExportRequest:
     since: int | None            # epoch ms
     url: str                     # the kick-off URL, for the manifest
     patients: tuple | None = None    # ``patient``: only these patients' data (ids)
+    filters: tuple = ()          # ``_typeFilter``: (type, SearchQuery) pairs, ORed per type
 
 
 def parse_request(params: list[tuple[str, str | None]], level: str, group: str | None, url: str,
                   known_types: frozenset, lenient: bool = False,
-                  patient_types: frozenset = frozenset()) -> ExportRequest:
+                  patient_types: frozenset = frozenset(), registry: Any = None) -> ExportRequest:
     """The kick-off's parameters, or ``errors.Invalid`` / ``errors.NotSupported`` naming the
     one that is wrong. ``patient_types``: the types a Patient- or Group-level export can hold
     (asking only for others is a 400). A value of None is a POST parameter that is not a
     string. ``lenient`` (``Prefer: handling=lenient``) drops unknown parameters. ``patient``
     (references ``Patient/<id>``, repeated or comma-separated) limits a Patient- or
-    Group-level export to those patients' data."""
+    Group-level export to those patients' data. ``_typeFilter`` (FHIR search queries
+    ``Type?...``, comma-separated or repeated; parsed with ``registry``) keeps, of a type it
+    names, the resources that match one of its queries."""
     types: list[str] | None = None
     since = None
     patients: list[str] | None = None
+    filters: list[tuple[str, Any]] = []
+    filter_text = 0
     for name, value in params:
         if name in _NOT_SUPPORTED:
             raise errors.NotSupported(f"the export parameter {name} is not supported: leave it out", name)
@@ -88,6 +100,12 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
                 types = (types or []) + [type_]
         elif name == "_since":
             since = _instant(value)
+        elif name == "_typeFilter":
+            filter_text += len(value)
+            filters.extend(_type_filter(text, known_types, registry) for text in _FILTER_SPLIT.split(value))
+            if len(filters) > MAX_FILTERS or filter_text > MAX_FILTER_TEXT:
+                raise errors.Invalid(f"_typeFilter: at most {MAX_FILTERS} queries of {MAX_FILTER_TEXT:,} characters "
+                                     "in all; export the type and filter it afterwards", "_typeFilter")
         elif name == "patient":
             if level == "system":
                 raise errors.Invalid("the patient parameter is for Patient- and Group-level exports "
@@ -100,8 +118,40 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
     if types and level != "system" and patient_types and not lenient and not set(types) & patient_types:
         raise errors.Invalid(f"_type: {', '.join(types)} cannot be in a patient's compartment, so a {level}-level "
                              "export holds none of it; use the system-level [base]/$export", "_type")
+    if types:
+        outside = [t for t, _q in filters if t not in types]
+        if outside:
+            raise errors.Invalid(f"_typeFilter: {outside[0]} is not among the types of _type, so it is not "
+                                 "exported; add it to _type or leave the filter out", "_typeFilter")
     return ExportRequest(level, group, tuple(dict.fromkeys(types)) if types else None, since, url,
-                         tuple(dict.fromkeys(patients)) if patients else None)
+                         tuple(dict.fromkeys(patients)) if patients else None, tuple(filters))
+
+
+def _type_filter(text: str, known_types: frozenset, registry: Any) -> tuple[str, Any]:
+    """(type, SearchQuery) of one ``_typeFilter`` query ``Type?name=value&...``: search
+    parameters only (no _sort, _count, _include, _elements...), strictly parsed (an unknown
+    parameter is an error, whatever ``Prefer: handling`` says: it would export more than asked)."""
+    found = _FILTER.match(text.strip())
+    if found is None:
+        raise errors.Invalid(f"_typeFilter: '{text}' is not a search query of the form Type?name=value",
+                             "_typeFilter")
+    type_ = found[1]
+    if type_ not in known_types:
+        raise errors.Invalid(f"_typeFilter: unknown resource type '{type_}'", "_typeFilter")
+    try:
+        pairs = parse_qsl(found[2], keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise errors.Invalid(f"_typeFilter: '{text}' is not a query string name=value&...", "_typeFilter") from None
+    for name, _value in pairs:
+        base = name.partition(":")[0]
+        if base in fq.RESULT_PARAMS or base in ("_type", "_format", "_pretty"):
+            raise errors.Invalid(f"_typeFilter: {name} does not filter resources; a filter takes search "
+                                 "parameters only", "_typeFilter")
+    try:
+        query = fq.parse(type_, pairs, registry)
+    except (errors.Invalid, errors.NotSupported) as exc:
+        raise errors.Invalid(f"_typeFilter {type_}: {exc.message}", "_typeFilter") from None
+    return type_, query
 
 
 def _instant(value: str) -> int:
@@ -167,7 +217,11 @@ class ExportJobs:
             state = {"request": request.url, "transactionTime": now, "types": list(types) if types else None,
                      "level": request.level, "since": request.since, "exported": 0, "output": []}
             self.store.job_put(job, KIND, owner, RUNNING, _json(state), now)
-            thread = threading.Thread(target=self._run, args=(job, owner, state, types, request.since, now, patients, record),
+            filters: dict[str, list] = {}
+            for type_, query in request.filters:
+                filters.setdefault(type_, []).append(list(query.clauses))
+            thread = threading.Thread(target=self._run, args=(job, owner, state, types, request.since, now, patients,
+                                                              record, filters or None),
                                       name=f"enjournal-export-{job[:8]}", daemon=True)
             if not self._at_exit:
                 # a process may end without Platform.close() (uvicorn's shutdown calls close()
@@ -253,7 +307,7 @@ class ExportJobs:
     # -- the work ------------------------------------------------------------------------
 
     def _run(self, job: str, owner: str, state: dict, types: tuple | None, since: int | None, until: int,
-             patients: tuple | None, record: Callable[[list], None] | None) -> None:
+             patients: tuple | None, record: Callable[[list], None] | None, filters: dict | None = None) -> None:
         folder = self.directory / job
         writer = _Files(folder, self.file_resources)
         compartments = state["level"] != "system"
@@ -271,7 +325,7 @@ class ExportJobs:
                         return
                     if self.before_batch is not None:
                         self.before_batch(job)
-                    rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments)
+                    rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments, filters)
                     if not rows:
                         break
                     read = []

@@ -64,7 +64,7 @@ class BulkApi:
         group = request.path_params.get("id")
         level = "group" if group is not None else "patient" if request.url.path.startswith("/Patient/") else "system"
         export = parse_request(params, level, group, str(request.url), self.types, prefer_handling(request),
-                               PATIENT_TYPES)
+                               PATIENT_TYPES, self.guard.registry)
         return await run_in_threadpool(self._start, export, level, group, request)
 
     def _start(self, export: Any, level: str, group: str | None, request: Request) -> Response:
@@ -73,6 +73,11 @@ class BulkApi:
         # the access module decides which types this client may export (403 for one asked
         # for by name and not granted) and records the export for the audit log
         types = self.guard.export_types(export.types, tuple(sorted(self.types)), level, job)
+        ctx = self.guard.ctx()
+        for type_, query in export.filters:
+            if type_ not in types:
+                raise errors.Forbidden(f"_typeFilter: your scopes do not read {type_}", "_typeFilter")
+            self.guard.scope(ctx, query)        # checked as a search of the type (and recorded)
         patients = self._patients(export, group)
         self.jobs.start(job, export, owner, None if frozenset(types) >= self.types else types, patients,
                         self.guard.export_recorder(level, job))

@@ -422,11 +422,14 @@ class SqlRepository:
 
     def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
                      until: int | None = None, patients: tuple | None = None,
-                     compartments: bool = False) -> list[tuple[int, str, bytes, str, int, str | None]]:
-        """(key, type, body, id, version, patient) of current resources with key > ``after_key``, in key order, at most
-        ``limit``: of ``types`` (None: all), changed in [since, until] (epoch ms),
-        ``compartments``: in some patient's compartment, ``patients``: in one of these
-        patients' compartments (a resource of several patients when it refers to one)."""
+                     compartments: bool = False, filters: dict | None = None,
+                     ) -> list[tuple[int, str, bytes, str, int, str | None]]:
+        """(key, type, body, id, version, patient) of current resources with key > ``after_key``,
+        in key order, at most ``limit``: of ``types`` (None: all), changed in [since, until]
+        (epoch ms), ``compartments``: in some patient's compartment, ``patients``: in one of
+        these patients' compartments (a resource of several patients when it refers to one);
+        ``filters``: type -> lists of search clauses, a resource of such a type only when it
+        matches every clause of one of its lists (``_typeFilter``)."""
         conds, args = ["r.rk > ?", "r.deleted = 0"], [after_key]
         if types is not None:
             # "|| ''" keeps the planner off the (type, id) index: with it SQLite reads every
@@ -448,6 +451,16 @@ class SqlRepository:
                          f"x.rk = r.rk AND x.ttype = 'Patient' AND x.url IS NULL AND x.tid IN ({marks})))")
             args.extend(patients)
             args.extend(patients)
+        if filters:
+            builder = SqlBuilder(self.pid_of, self.clock(), None, self.hints, self.max_index_text)
+            for type_, alternatives in filters.items():
+                ors, type_args = [], [type_]
+                for clauses in alternatives:
+                    sql, a = builder.matches(list(clauses))
+                    ors.append(sql)
+                    type_args.extend(a)
+                conds.append(f"(r.type <> ? OR {' OR '.join(ors) or '1 = 0'})")
+                args.extend(type_args)
         with self._reading(valued=True) as conn:
             return conn.execute(
                 f"SELECT r.rk, r.type, h.body, r.id, r.version, r.pat FROM res r JOIN hist h ON h.seq = r.seq "

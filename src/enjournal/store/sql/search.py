@@ -63,6 +63,17 @@ class SqlBuilder:
         types = (query.resource_type,) if query.resource_type else tuple(query.types)
         return self._match(types, list(query.clauses), alias, snapshot, key_order=not query.sort)
 
+    def matches(self, clauses: list, alias: str = "r") -> tuple[str, list]:
+        """The condition that ``res {alias}`` satisfies every one of ``clauses``, each probed
+        on the candidate's own rows: for a scan in key order that already has its candidate
+        (a bulk export's ``_typeFilter``), where a driving seek would only add work."""
+        parts, args = [], []
+        for c in clauses:
+            sql, a = self._probe(c, alias)
+            parts.append(sql)
+            args.extend(a)
+        return "(" + (" AND ".join(parts) or "1 = 1") + ")", args
+
     def order_by(self, query: q.SearchQuery, alias: str = "r") -> tuple[str, list]:
         terms, args = [], []
         for key in query.sort:
