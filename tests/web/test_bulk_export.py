@@ -160,6 +160,66 @@ def test_type_and_since(data):
     assert set(download(data, wait(data, r.headers["Content-Location"]))) == {"Patient", "Organization"}
 
 
+def deletions(server, manifest: dict) -> set[str]:
+    """The resources the manifest's ``deleted`` files list, as Type/id."""
+    out = set()
+    for item in manifest["deleted"]:
+        assert item["type"] == "Bundle"
+        r = http.get(item["url"], headers=server.auth)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+ndjson")
+        lines = [orjson.loads(line) for line in r.content.splitlines()]
+        assert len(lines) == item["count"]
+        for bundle in lines:
+            assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+            for entry in bundle["entry"]:
+                assert entry["request"]["method"] == "DELETE" and "resource" not in entry
+                out.add(entry["request"]["url"])
+    return out
+
+
+def test_with_since_the_manifest_lists_what_was_deleted_since(data):
+    headers = {"Content-Type": "application/fhir+json", **data.auth}
+    since = None
+    for oid, body in (("bx-del-a", _obs("bx-a", "3000-0")), ("bx-del-c", _obs("bx-c", "3000-0")),
+                      ("bx-del-ca", _obs("bx-c", "3000-0", "bx-a"))):
+        r = http.put(f"{data.base}/Observation/{oid}", json={**body, "id": oid}, headers=headers)
+        assert r.status_code == 201
+        since = since or r.json()["meta"]["lastUpdated"]
+    assert http.put(f"{data.base}/Organization/bx-del-org", json={"resourceType": "Organization", "id": "bx-del-org"},
+                    headers=headers).status_code == 201
+    for path in ("Observation/bx-del-a", "Observation/bx-del-c", "Observation/bx-del-ca", "Organization/bx-del-org"):
+        assert http.delete(f"{data.base}/{path}", headers=data.auth).status_code == 204
+    manifest, files = export(data, _since=since)
+    # deleted since then: listed, never exported; bx-gone was deleted before and is not listed
+    assert deletions(data, manifest) == {"Observation/bx-del-a", "Observation/bx-del-c", "Observation/bx-del-ca",
+                                   "Organization/bx-del-org"}
+    assert not {"bx-del-a", "bx-del-c", "bx-del-ca", "bx-del-org"} & ids(sum(files.values(), []))
+    # a patient's data only: no Organization; a Group's members' only (bx-del-ca, of c and a,
+    # lost its references with its deletion: it is listed for its subject c alone)
+    r = kick_off(data, "/Patient/$export", _since=since)
+    assert deletions(data, wait(data, r.headers["Content-Location"])) == {
+        "Observation/bx-del-a", "Observation/bx-del-c", "Observation/bx-del-ca"}
+    # each citizen's access log says what of theirs the job listed as deleted: bx-del-ca (of c
+    # and a, told by its version before the deletion) in both
+    job = r.headers["Content-Location"].rsplit("/", 1)[1]
+    data.platform.audit.flush()
+    for patient in ("bx-a", "bx-c"):
+        rows = data.platform.store.audit_search(patient=patient, count=50)
+        found = [x["description"] for row in rows for x in orjson.loads(row.body)["entity"]
+                 if job in (x.get("description") or "")]
+        assert found == [f"$export of Observation (level=patient job={job} deleted=2)"], (patient, found)
+    r = kick_off(data, "/Group/bx-group/$export", _since=since)
+    assert deletions(data, wait(data, r.headers["Content-Location"])) == {"Observation/bx-del-a"}
+    # _type applies; a filtered type's deletions are not listed (nothing left to match the filter)
+    r = kick_off(data, "/$export", _since=since, _type="Organization")
+    assert deletions(data, wait(data, r.headers["Content-Location"])) == {"Organization/bx-del-org"}
+    r = kick_off(data, "/$export", _since=since, _typeFilter="Observation?code=3000-0")
+    assert deletions(data, wait(data, r.headers["Content-Location"])) == {"Organization/bx-del-org"}
+    # without _since there is no "deleted"
+    manifest, _ = export(data, _type="Organization")
+    assert "deleted" not in manifest
+
+
 def test_patient_level_has_only_compartment_resources(data):
     _, files = export(data, "/Patient/$export")
     # a Group is in its members' compartment (Group.member); an Organization in none

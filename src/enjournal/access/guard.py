@@ -108,12 +108,14 @@ class Guard:
 
     def export_recorder(self, level: str, job: str) -> Callable[[list], None]:
         """What records the reads of the export ``job`` that the current request started: it
-        is given each batch the job wrote, as (type, id, version, patient, body) rows, and
+        is given each batch the job wrote, as (type, id, version, patient, body, deleted)
+        rows (``deleted``: listed as deleted; the body, if any, is the version before), and
         records one audit row per patient whose data the batch held (so each citizen's
         access log lists the export that read their data, as it lists a system search) and
-        one for the resources of no patient. A row names the client that started the job,
-        the job, and per resource type how many of the patient's resources the batch wrote
-        (``$export of Observation (level=system job=<id> resources=12)``): the job and its
+        one for the resources of no patient. A row names the
+        client that started the job, the job, and per resource type how many of the patient's
+        resources the batch wrote or listed as deleted (``$export of Observation
+        (level=system job=<id> resources=12)``, ``... deleted=1)``): the job and its
         transaction time say which versions those are, and listing each resource would make
         the audit log of a national export larger than the export."""
         kick = self.ctx()
@@ -123,16 +125,17 @@ class Guard:
         def record(rows: list) -> None:
             if self.audit is None or not rows:
                 return
-            counts: dict[str | None, dict[str, int]] = {}
-            for type_, _id, _version, patient, body in rows:
+            counts: dict[str | None, dict[tuple, int]] = {}
+            for type_, _id, _version, patient, body, deleted in rows:
                 # a resource of several patients is in each one's record
-                of = sorted(self.patients_in(type_, jsonio.loads(body))) if patient == "*" else (patient,)
+                of = sorted(self.patients_in(type_, jsonio.loads(body))) if patient == "*" and body else (patient,)
                 for one in of:
                     by_type = counts.setdefault(one, {})
-                    by_type[type_] = by_type.get(type_, 0) + 1
+                    key = (type_, "deleted" if deleted else "resources")
+                    by_type[key] = by_type.get(key, 0) + 1
             for patient, by_type in counts.items():
-                touched = [Touched(t, None, None, patient, "R", query=f"{detail} resources={n}")
-                           for t, n in by_type.items()]
+                touched = [Touched(t, None, None, patient, "R", query=f"{detail} {what}={n}")
+                           for (t, what), n in by_type.items()]
                 self.audit.record(AccessContext(subject, method="GET", path=path, query=query,
                                                 interaction="operation", client_address=address,
                                                 touched=touched, status=200))

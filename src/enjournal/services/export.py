@@ -199,7 +199,7 @@ class ExportJobs:
               patients: tuple | None, record: Callable[[list], None] | None = None) -> None:
         """Record job ``job`` and start writing it. ``types``: the types to export (None:
         every type); ``patients``: a Group's members; ``record``: given each batch written,
-        as (type, id, version, patient, body) rows, for the audit log (the access module's
+        as (type, id, version, patient, body, deleted) rows, for the audit log (the access module's
         ``Guard.export_recorder``). 429 when too many run here."""
         self.sweep()
         with self._lock:
@@ -257,7 +257,8 @@ class ExportJobs:
         """The path of one of the caller's completed job's files."""
         status, state, _ = self.status(job, owner)
         path = self.directory / job / name
-        if status != COMPLETE or name not in {o["name"] for o in state["output"]} or not path.is_file():
+        names = {o["name"] for o in state["output"] + state.get("deleted", [])}
+        if status != COMPLETE or name not in names or not path.is_file():
             raise errors.NotFound(f"no file {name} in export {job}", "url")
         return path
 
@@ -310,6 +311,9 @@ class ExportJobs:
              patients: tuple | None, record: Callable[[list], None] | None, filters: dict | None = None) -> None:
         folder = self.directory / job
         writer = _Files(folder, self.file_resources)
+        # with _since, the resources deleted since then, as Bundles of DELETE entries (the
+        # manifest's "deleted"), so a client that exported before can remove them too
+        gone_writer = _Files(folder, self.file_resources, prefix="deleted-")
         compartments = state["level"] != "system"
         # a large Group goes in passes of PATIENT_CHUNK members; a resource of several patients
         # can match more than one pass, so the keys written are remembered then
@@ -318,31 +322,38 @@ class ExportJobs:
         written: set[int] | None = set() if len(chunks) > 1 else None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            for chunk in chunks:
-                after = 0
-                while True:
-                    if self._stopped(job, owner, state, writer):
-                        return
-                    if self.before_batch is not None:
-                        self.before_batch(job)
-                    rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments, filters)
-                    if not rows:
-                        break
-                    read = []
-                    for key, type_, body, id_, version, patient in rows:
-                        if written is not None:
-                            if key in written:
-                                continue
-                            written.add(key)
-                        writer.write(type_, body)
-                        read.append((type_, id_, version, patient, body))
-                    if record is not None:
-                        record(read)
-                    after = rows[-1][0]
-                    state["exported"] = writer.count
-                    self.store.job_put(job, KIND, owner, RUNNING, _json(state), self.clock())
+            for gone in (False, True) if since is not None else (False,):
+                for chunk in chunks:
+                    after = 0
+                    while True:
+                        if self._stopped(job, owner, state, writer, gone_writer):
+                            return
+                        if self.before_batch is not None:
+                            self.before_batch(job)
+                        rows = self.store.export_batch(after, BATCH, types, since, until, chunk, compartments,
+                                                       filters, deleted=gone)
+                        if not rows:
+                            break
+                        read = []
+                        for key, type_, body, id_, version, patient in rows:
+                            if written is not None:
+                                if key in written:
+                                    continue
+                                written.add(key)
+                            if gone:
+                                gone_writer.write("Bundle", _deletion(type_, id_))
+                            else:
+                                writer.write(type_, body)
+                            read.append((type_, id_, version, patient, body, gone))
+                        if record is not None:
+                            record(read)
+                        after = rows[-1][0]
+                        state["exported"] = writer.count + gone_writer.count
+                        self.store.job_put(job, KIND, owner, RUNNING, _json(state), self.clock())
             writer.close()
+            gone_writer.close()
             state["output"] = writer.manifest()
+            state["deleted"] = gone_writer.manifest()
             # the files are complete before the one update that makes them visible; a
             # cancelled job's row stays cancelled (job_put does not overwrite it)
             self.store.job_put(job, KIND, owner, COMPLETE, _json(state), self.clock())
@@ -350,6 +361,7 @@ class ExportJobs:
                 shutil.rmtree(folder, ignore_errors=True)
         except Exception as exc:        # the job failed, not a request: its status says so (500)
             writer.discard()
+            gone_writer.discard()
             shutil.rmtree(folder, ignore_errors=True)
             try:
                 if self._cancelled(job):    # e.g. a new part's file in the folder a cancel removed
@@ -363,12 +375,13 @@ class ExportJobs:
             with self._lock:
                 self._threads.pop(job, None)
 
-    def _stopped(self, job: str, owner: str, state: dict, writer: "_Files") -> bool:
+    def _stopped(self, job: str, owner: str, state: dict, *writers: "_Files") -> bool:
         """Cancelled, or the server is stopping (the job is then failed): files removed."""
         closing = self._closing.is_set()
         if not closing and not self._cancelled(job):
             return False
-        writer.discard()
+        for writer in writers:
+            writer.discard()
         shutil.rmtree(self.directory / job, ignore_errors=True)
         if closing:
             state["error"] = "the server stopped before the export finished; start a new export"
@@ -383,9 +396,10 @@ class ExportJobs:
 class _Files:
     """NDJSON files per resource type, a new part every ``per_file`` resources."""
 
-    def __init__(self, folder: Path, per_file: int):
+    def __init__(self, folder: Path, per_file: int, prefix: str = ""):
         self.folder = folder
         self.per_file = per_file
+        self.prefix = prefix                              # of the file names
         self.open: dict[str, list] = {}                  # type -> [file, lines in it, part]
         self.done: list[dict] = []                       # {type, name, count}
         self.count = 0
@@ -397,8 +411,8 @@ class _Files:
             if entry is not None:
                 self._finish(type_, entry)
                 part = entry[2] + 1
-            entry = self.open[type_] = [open(self.folder / f"{type_}-{part}.ndjson", "wb", buffering=1 << 20),
-                                        0, part]
+            name = f"{self.prefix}{type_}-{part}.ndjson"
+            entry = self.open[type_] = [open(self.folder / name, "wb", buffering=1 << 20), 0, part]
         entry[0].write(body + b"\n")
         entry[1] += 1
         self.count += 1
@@ -424,6 +438,12 @@ class _Files:
 
     def manifest(self) -> list[dict]:
         return sorted(self.done, key=lambda d: (d["type"], int(d["name"].rsplit("-", 1)[1].split(".")[0])))
+
+
+def _deletion(type_: str, id_: str) -> bytes:
+    """One line of the manifest's ``deleted`` files: a transaction Bundle with one DELETE."""
+    return orjson.dumps({"resourceType": "Bundle", "type": "transaction",
+                         "entry": [{"request": {"method": "DELETE", "url": f"{type_}/{id_}"}}]})
 
 
 def _json(state: dict) -> str:

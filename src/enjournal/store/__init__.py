@@ -141,7 +141,7 @@ class Repository(Protocol):
     # keyset-paged; background jobs' rows (state as JSON text; a cancelled job stays cancelled)
     def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
                      until: int | None = None, patients: tuple | None = None,
-                     compartments: bool = False, filters: dict | None = None,
+                     compartments: bool = False, filters: dict | None = None, deleted: bool = False,
                      ) -> list[tuple[int, str, bytes, str, int, str | None]]: ...
     def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None: ...
     def job_get(self, id: str) -> tuple | None: ...     # (kind, owner, status, created, updated, state)

@@ -139,6 +139,9 @@ class BulkApi:
                        for o in state["output"]],
             "error": [],
         }
+        if state.get("since") is not None:     # resources deleted since then: Bundles of DELETE entries
+            manifest["deleted"] = [{"type": o["type"], "url": f"{base}/$export-file/{job}/{o['name']}",
+                                    "count": o["count"]} for o in state.get("deleted", [])]
         return Response(orjson.dumps(manifest), media_type="application/json",
                         headers={"Expires": dates.http_date(self.jobs.expires(updated))})
 

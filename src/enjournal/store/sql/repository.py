@@ -422,15 +422,20 @@ class SqlRepository:
 
     def export_batch(self, after_key: int, limit: int, types: tuple | None = None, since: int | None = None,
                      until: int | None = None, patients: tuple | None = None,
-                     compartments: bool = False, filters: dict | None = None,
+                     compartments: bool = False, filters: dict | None = None, deleted: bool = False,
                      ) -> list[tuple[int, str, bytes, str, int, str | None]]:
         """(key, type, body, id, version, patient) of current resources with key > ``after_key``,
         in key order, at most ``limit``: of ``types`` (None: all), changed in [since, until]
         (epoch ms), ``compartments``: in some patient's compartment, ``patients``: in one of
         these patients' compartments (a resource of several patients when it refers to one);
         ``filters``: type -> lists of search clauses, a resource of such a type only when it
-        matches every clause of one of its lists (``_typeFilter``)."""
-        conds, args = ["r.rk > ?", "r.deleted = 0"], [after_key]
+        matches every clause of one of its lists (``_typeFilter``). ``deleted``: the resources
+        whose current version is a deletion instead, without those of the filtered types (a
+        deleted resource has no index rows to match a filter); the body is then None, or for a
+        resource of several patients its last version before the deletion (to tell whose it
+        was); with ``patients``, one of several patients' is left out (its references, which
+        would say whether it was a member's, went with the deletion)."""
+        conds, args = ["r.rk > ?", f"r.deleted = {1 if deleted else 0}"], [after_key]
         if types is not None:
             # "|| ''" keeps the planner off the (type, id) index: with it SQLite reads every
             # remaining row of the types and sorts them for each batch (quadratic); the key
@@ -451,7 +456,10 @@ class SqlRepository:
                          f"x.rk = r.rk AND x.ttype = 'Patient' AND x.url IS NULL AND x.tid IN ({marks})))")
             args.extend(patients)
             args.extend(patients)
-        if filters:
+        if filters and deleted:
+            conds.append(f"r.type NOT IN ({','.join('?' * len(filters))})")
+            args.extend(filters)
+        elif filters:
             builder = SqlBuilder(self.pid_of, self.clock(), None, self.hints, self.max_index_text)
             for type_, alternatives in filters.items():
                 ors, type_args = [], [type_]
@@ -463,7 +471,9 @@ class SqlRepository:
                 args.extend(type_args)
         with self._reading(valued=True) as conn:
             return conn.execute(
-                f"SELECT r.rk, r.type, h.body, r.id, r.version, r.pat FROM res r JOIN hist h ON h.seq = r.seq "
+                f"SELECT r.rk, r.type, {_BEFORE_DELETION if deleted else 'h.body'}, r.id, r.version, r.pat "
+                f"FROM res r "
+                f"{'' if deleted else 'JOIN hist h ON h.seq = r.seq '}"
                 f"WHERE {' AND '.join(conds)} ORDER BY r.rk LIMIT ?", args + [limit]).fetchall()
 
     def job_put(self, id: str, kind: str, owner: str, status: str, state: str, now_ms: int) -> None:
@@ -843,6 +853,8 @@ def _search(conn: Any, pid_of, now_ms: int, query: q.SearchQuery, hints: bool = 
 
 _MAX_KEY_EXPR = "(SELECT COALESCE(MAX(rk), 0) FROM res)"
 _MAX_KEY = f"SELECT {_MAX_KEY_EXPR}"
+# a deleted resource of several patients: the body of its last version, which says whose it was
+_BEFORE_DELETION = ("(SELECT p.body FROM hist p WHERE r.pat = '*' AND p.rk = r.rk AND p.version = r.version - 1)")
 
 
 def _load(conn: Any, keys: list) -> list[Stored]:
