@@ -198,8 +198,9 @@ class ExportJobs:
     def start(self, job: str, request: ExportRequest, owner: str, types: tuple | None,
               patients: tuple | None, record: Callable[[list], None] | None = None) -> None:
         """Record job ``job`` and start writing it. ``types``: the types to export (None:
-        every type); ``patients``: a Group's members; ``record``: given each batch written,
-        as (type, id, version, patient, body, deleted) rows, for the audit log (the access module's
+        every type); ``patients``: the patients whose data it holds (a Group's members or
+        those of the ``patient`` parameter); ``record``: given each batch written, as (type,
+        id, version, patient, body, deleted) rows, for the audit log (the access module's
         ``Guard.export_recorder``). 429 when too many run here."""
         self.sweep()
         with self._lock:
