@@ -597,6 +597,9 @@ def test_each_citizens_access_log_lists_the_export_that_read_their_data(data, mo
     # bx-shared (of c and a) in c's too, though c is not a member
     assert counted == {"bx-a": {"Patient": 1, "Observation": 3 + 2}, "bx-b": {"Patient": 1, "Observation": 3 + 1},
                        "bx-c": {"Observation": 1}}
+    # a patient's counts are kept while the next batch holds their data too: b's four (one
+    # batch) and bx-ab (the next one) are one row; a's data has c's between, so two
+    assert [len(export_events(p)) for p in ("bx-a", "bx-b", "bx-c")] == [2, 1, 1]
 
 
 def test_capability_statement_lists_the_export_operations(data):

@@ -106,40 +106,11 @@ class Guard:
             ctx.touched.append(Touched(type_, None, None, None, "R", query=f"$export level={level} job={job}"))
         return granted
 
-    def export_recorder(self, level: str, job: str) -> Callable[[list], None]:
-        """What records the reads of the export ``job`` that the current request started: it
-        is given each batch the job wrote, as (type, id, version, patient, body, deleted)
-        rows (``deleted``: listed as deleted; the body, if any, is the version before), and
-        records one audit row per patient whose data the batch held (so each citizen's
-        access log lists the export that read their data, as it lists a system search) and
-        one for the resources of no patient. A row names the
-        client that started the job, the job, and per resource type how many of the patient's
-        resources the batch wrote or listed as deleted (``$export of Observation
-        (level=system job=<id> resources=12)``, ``... deleted=1)``): the job and its
-        transaction time say which versions those are, and listing each resource would make
-        the audit log of a national export larger than the export."""
+    def export_recorder(self, level: str, job: str) -> "ExportRecorder":
+        """What records the reads of the export ``job`` that the current request started
+        (``ExportRecorder``), for the client of this request."""
         kick = self.ctx()
-        subject, address, path, query = kick.subject, kick.client_address, kick.path, kick.query
-        detail = f"$export level={level} job={job}"
-
-        def record(rows: list) -> None:
-            if self.audit is None or not rows:
-                return
-            counts: dict[str | None, dict[tuple, int]] = {}
-            for type_, _id, _version, patient, body, deleted in rows:
-                # a resource of several patients is in each one's record
-                of = sorted(self.patients_in(type_, jsonio.loads(body))) if patient == "*" and body else (patient,)
-                for one in of:
-                    by_type = counts.setdefault(one, {})
-                    key = (type_, "deleted" if deleted else "resources")
-                    by_type[key] = by_type.get(key, 0) + 1
-            for patient, by_type in counts.items():
-                touched = [Touched(t, None, None, patient, "R", query=f"{detail} {what}={n}")
-                           for (t, what), n in by_type.items()]
-                self.audit.record(AccessContext(subject, method="GET", path=path, query=query,
-                                                interaction="operation", client_address=address,
-                                                touched=touched, status=200))
-        return record
+        return ExportRecorder(self, kick, f"$export level={level} job={job}")
 
     def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None) -> Decision:
         """``decide`` for one action on data of ``patient`` (None: of no patient)."""
@@ -554,3 +525,54 @@ class GuardedUnit:
             bump_generation(self.inner)
         self.wrote = True
         return stored
+
+
+class ExportRecorder:
+    """The audit of a running export's reads. It is given each batch the job wrote, as
+    (type, id, version, patient, body, deleted) rows (``deleted``: listed as deleted; the
+    body, if any, is the version before), and records one audit row per patient whose data
+    the job read (so each citizen's access log lists the export that read their data, as it
+    lists a system search) and one for the resources of no patient. A row names the client
+    that started the job, the job, and per resource type how many of the patient's
+    resources were written or listed as deleted (``$export of Observation (level=system
+    job=<id> resources=12)``, ``... deleted=1)``): the job and its transaction time say which
+    versions those are, and listing each resource would make the audit log of a national
+    export larger than the export. A patient's counts are kept while the next batch holds
+    their data too, so data stored together gives one row per patient and job; ``close``
+    records what is kept (the job calls it however it ends)."""
+
+    def __init__(self, guard: Guard, kick: AccessContext, detail: str):
+        self.guard = guard
+        self.subject, self.address, self.path, self.query = kick.subject, kick.client_address, kick.path, kick.query
+        self.detail = detail
+        self.pending: dict[str | None, dict[tuple, int]] = {}
+
+    def __call__(self, rows: list) -> None:
+        counts: dict[str | None, dict[tuple, int]] = {}
+        for type_, _id, _version, patient, body, deleted in rows:
+            # a resource of several patients is in each one's record
+            of = sorted(self.guard.patients_in(type_, jsonio.loads(body))) if patient == "*" and body else (patient,)
+            for one in of:
+                by_type = counts.setdefault(one, {})
+                key = (type_, "deleted" if deleted else "resources")
+                by_type[key] = by_type.get(key, 0) + 1
+        for patient in [p for p in self.pending if p not in counts]:
+            self._record(patient, self.pending.pop(patient))
+        for patient, by_type in counts.items():
+            kept = self.pending.setdefault(patient, {})
+            for key, n in by_type.items():
+                kept[key] = kept.get(key, 0) + n
+
+    def close(self) -> None:
+        for patient, by_type in self.pending.items():
+            self._record(patient, by_type)
+        self.pending.clear()
+
+    def _record(self, patient: str | None, by_type: dict) -> None:
+        if self.guard.audit is None:
+            return
+        touched = [Touched(t, None, None, patient, "R", query=f"{self.detail} {what}={n}")
+                   for (t, what), n in by_type.items()]
+        self.guard.audit.record(AccessContext(self.subject, method="GET", path=self.path, query=self.query,
+                                              interaction="operation", client_address=self.address,
+                                              touched=touched, status=200))

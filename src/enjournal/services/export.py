@@ -196,12 +196,12 @@ class ExportJobs:
                 return job
 
     def start(self, job: str, request: ExportRequest, owner: str, types: tuple | None,
-              patients: tuple | None, record: Callable[[list], None] | None = None) -> None:
+              patients: tuple | None, record: Any = None) -> None:
         """Record job ``job`` and start writing it. ``types``: the types to export (None:
         every type); ``patients``: the patients whose data it holds (a Group's members or
-        those of the ``patient`` parameter); ``record``: given each batch written, as (type,
-        id, version, patient, body, deleted) rows, for the audit log (the access module's
-        ``Guard.export_recorder``). 429 when too many run here."""
+        those of the ``patient`` parameter); ``record``: called with each batch written, as
+        (type, id, version, patient, body, deleted) rows, and closed when the job ends, for
+        the audit log (the access module's ``ExportRecorder``). 429 when too many run here."""
         self.sweep()
         with self._lock:
             if self._closing.is_set():
@@ -309,7 +309,7 @@ class ExportJobs:
     # -- the work ------------------------------------------------------------------------
 
     def _run(self, job: str, owner: str, state: dict, types: tuple | None, since: int | None, until: int,
-             patients: tuple | None, record: Callable[[list], None] | None, filters: dict | None = None) -> None:
+             patients: tuple | None, record: Any, filters: dict | None = None) -> None:
         folder = self.directory / job
         writer = _Files(folder, self.file_resources)
         # with _since, the resources deleted since then, as Bundles of DELETE entries (the
@@ -353,6 +353,8 @@ class ExportJobs:
                         self.store.job_put(job, KIND, owner, RUNNING, _json(state), self.clock())
             writer.close()
             gone_writer.close()
+            if record is not None:
+                record.close()              # in the access log before the manifest is out
             state["output"] = writer.manifest()
             state["deleted"] = gone_writer.manifest()
             # the files are complete before the one update that makes them visible; a
@@ -373,6 +375,11 @@ class ExportJobs:
             except Exception:
                 log.exception("export %s: its failure could not be recorded", job)
         finally:
+            if record is not None:
+                try:
+                    record.close()          # a failed or stopped job's files were read all the same
+                except Exception:
+                    log.exception("export %s: its reads could not be recorded", job)
             with self._lock:
                 self._threads.pop(job, None)
 
