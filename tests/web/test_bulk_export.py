@@ -279,6 +279,7 @@ def test_the_patient_parameter_limits_a_patient_or_group_export_to_those_patient
                              ("/Patient/$export", ["Patient/bx-a", "Patient/nobody"], "Patient/nobody is not known"),
                              ("/Patient/$export", ["Observation/bx-ab"], "not a reference Patient/<id>"),
                              ("/Patient/$export", ["Patient/x' OR 1=1--"], "not a reference"),
+                             ("/Patient/$export", ["Patient/bx-a/_history/1"], "not a reference"),
                              ("/$export", ["Patient/bx-a"], "Patient- and Group-level")):
         r = http.post(f"{data.base}{path}", json=patients_param(*refs), headers={**ASYNC, **data.auth})
         assert r.status_code == 400 and says in outcome(r)["diagnostics"], (path, r.text)

@@ -25,6 +25,7 @@ import orjson
 from .. import errors
 from ..fhir import dates
 from ..fhir import query as fq
+from ..fhir.references import parse_relative
 
 log = logging.getLogger("enjournal.export")
 
@@ -37,7 +38,6 @@ _FILTER_SPLIT = re.compile(r",(?=[A-Z][A-Za-z]*\?)")
 _FILTER = re.compile(r"^([A-Z][A-Za-z]*)\?(.+)$", re.S)
 # the filters become one statement's conditions: bounded well under the engines' parameter limits
 MAX_FILTERS, MAX_FILTER_TEXT = 100, 20_000
-_PATIENT_REF = re.compile(r"^Patient/([A-Za-z0-9\-.]{1,64})$")
 # a FHIR instant (https://hl7.org/fhir/R4/datatypes.html#instant): seconds and a time zone
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 BATCH = 5000
@@ -111,10 +111,10 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
                 raise errors.Invalid("the patient parameter is for Patient- and Group-level exports "
                                      "([base]/Patient/$export, [base]/Group/[id]/$export)", "patient")
             for ref in (r.strip() for r in value.split(",")):
-                found = _PATIENT_REF.match(ref)
-                if found is None:
+                target = parse_relative(ref)
+                if target is None or target[0] != "Patient" or target[2] is not None:
                     raise errors.Invalid(f"patient: '{ref}' is not a reference Patient/<id>", "patient")
-                patients = (patients or []) + [found[1]]
+                patients = (patients or []) + [target[1]]
     if types and level != "system" and patient_types and not lenient and not set(types) & patient_types:
         raise errors.Invalid(f"_type: {', '.join(types)} cannot be in a patient's compartment, so a {level}-level "
                              "export holds none of it; use the system-level [base]/$export", "_type")
