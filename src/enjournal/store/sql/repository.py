@@ -124,15 +124,14 @@ class SqlRepository:
         return self._ahead.submit(self._members_bodies, type, id, params, count)
 
     def _members_bodies(self, type: str, id: str, params: list, count: int) -> dict[int, Stored]:
-        keys = sorted({param_key(resource_type, param) for resource_type, param in params})
-        if not keys:
+        referring = _referring(type, id, params)
+        if referring is None:
             return {}
         with self._reading(valued=True) as conn:
             return _load_keyed(conn, None, (
-                "SELECT rk FROM res WHERE type = ? AND id = ? UNION ALL (SELECT DISTINCT x.rk FROM ix_ref x "
-                "WHERE x.tid = ? AND x.ttype = ? AND x.pid IN "
-                f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))})) ORDER BY x.rk LIMIT ?)",
-                [type, id, id, type, *keys, count - 1]))
+                "SELECT rk FROM res WHERE type = ? AND id = ? UNION ALL "
+                f"(SELECT DISTINCT x.rk FROM ({referring[0]}) AS x ORDER BY x.rk LIMIT ?)",
+                [type, id, *referring[1], count - 1]))
 
     def includes(self, keys: list, includes: list) -> list:
         """Keys of the resources ``_include``/``_revinclude`` add to the page ``keys``."""
@@ -161,16 +160,13 @@ class SqlRepository:
         tell the type), in key order; and, in key order, the keys of the current resources that
         those or ``type/id`` itself refer to and that are neither. One statement: the members'
         references never leave the database."""
-        # the parameters' ids are looked up here, not with pid_of: most have no rows yet, and
-        # another process may add them
-        keys = sorted({param_key(resource_type, param) for resource_type, param in params})
-        if not keys:
+        referring = _referring(type, id, params)
+        if referring is None:
             return [], []
         with self._reading(valued=True) as conn:      # a patient with ten resources or ten thousand
             rows = conn.execute(
-                "WITH m AS MATERIALIZED (SELECT r.rk, r.type, r.id FROM res r WHERE r.rk IN "
-                "(SELECT x.rk FROM ix_ref x WHERE x.tid = ? AND x.ttype = ? AND x.pid IN "
-                f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))) AND r.deleted = 0), "
+                f"WITH m AS MATERIALIZED (SELECT r.rk, r.type, r.id FROM res r WHERE r.rk IN ({referring[0]}) "
+                "AND r.deleted = 0), "
                 "t AS (SELECT o.ttype, o.tid FROM ix_ref o WHERE o.rk IN "
                 "(SELECT rk FROM m UNION ALL SELECT rk FROM res WHERE type = ? AND id = ?) AND o.tid IS NOT NULL "
                 # the references to type/id itself (a third of the rows) go before the set difference
@@ -179,7 +175,7 @@ class SqlRepository:
                 # a probe per target: estimates of t run to thousands when it holds tens
                 "SELECT 1, k FROM (SELECT (SELECT r.rk FROM res r WHERE r.type = t.ttype AND r.id = t.tid "
                 "AND r.deleted = 0) AS k FROM t) AS f WHERE k IS NOT NULL "
-                "ORDER BY 1, 2", [id, type, *keys, type, id, id, type]).fetchall()
+                "ORDER BY 1, 2", [*referring[1], type, id, id, type]).fetchall()
         members = [rk for side, rk in rows if side == 0]
         return members, [rk for side, rk in rows[len(members):]]
 
@@ -855,6 +851,18 @@ _MAX_KEY_EXPR = "(SELECT COALESCE(MAX(rk), 0) FROM res)"
 _MAX_KEY = f"SELECT {_MAX_KEY_EXPR}"
 # a deleted resource of several patients: the body of its last version, which says whose it was
 _BEFORE_DELETION = ("(SELECT p.body FROM hist p WHERE r.pat = '*' AND p.rk = r.rk AND p.version = r.version - 1)")
+
+
+def _referring(type: str, id: str, params: list) -> tuple[str, list] | None:
+    """A SELECT of the keys (``rk``, with repeats) of the current resources that refer to
+    ``type/id`` through one of ``params`` ((resource type, search parameter) pairs: its
+    compartment's members), or None when ``params`` name none. The parameters' ids are looked
+    up in the statement, not with pid_of: most have no rows yet, and another process may add them."""
+    keys = sorted({param_key(resource_type, param) for resource_type, param in params})
+    if not keys:
+        return None
+    return ("SELECT x.rk FROM ix_ref x WHERE x.tid = ? AND x.ttype = ? AND x.pid IN "
+            f"(SELECT pid FROM sp WHERE url IN ({','.join('?' * len(keys))}))", [id, type, *keys])
 
 
 def _load(conn: Any, keys: list) -> list[Stored]:
