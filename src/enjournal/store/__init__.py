@@ -170,6 +170,14 @@ def iter_chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def migration_statements(script: str | tuple[str, ...]) -> list[str]:
+    """The statements of one schema migration: a script split on ";", or a tuple of
+    statements as they are (for triggers and functions, which hold a ";" themselves)."""
+    if isinstance(script, tuple):
+        return list(script)
+    return [statement for statement in script.split(";") if statement.strip()]
+
+
 def schema_version(url: str) -> int:
     """The number of migrations the backend for ``url`` defines (what ``enjournal migrate``
     brings a database to)."""

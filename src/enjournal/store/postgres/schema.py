@@ -17,9 +17,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .. import migration_statements as statements
+
 T = 'text COLLATE "C"'
 
-MIGRATIONS: tuple[str, ...] = (
+# A migration is a script of statements separated by ";", or a tuple of statements (for those
+# that hold a ";" themselves, such as functions).
+MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: everything SQLite's migrations 1-6 built, in its final shape
     f"""
     CREATE TABLE res (
@@ -137,6 +141,29 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX res_type_rk;
     CREATE INDEX res_type_rk ON res (type, rk) INCLUDE (deleted);
     """,
+    # 4: the audit log is append-only in the database itself (as SQLite's migration 8): rows of
+    #    ``audit`` are never changed or removed, even by TRUNCATE, and no AuditEvent enters the
+    #    resource store; AuditEvents already there were a client's, and go; references to
+    #    another server keep only their URL in the index
+    (
+        *(f"DELETE FROM {table} WHERE rk IN (SELECT rk FROM res WHERE type = 'AuditEvent')"
+          for table in ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp", "hist")),
+        "DELETE FROM ident WHERE type = 'AuditEvent'",
+        "DELETE FROM res WHERE type = 'AuditEvent'",
+        "UPDATE ix_ref SET ttype = NULL, tid = NULL WHERE url IS NOT NULL AND tid IS NOT NULL",
+        "CREATE FUNCTION enjournal_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'the audit log is append-only: % is refused', TG_OP "
+        "USING ERRCODE = 'insufficient_privilege'; END $$",
+        "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+        "FOR EACH ROW EXECUTE FUNCTION enjournal_audit_append_only()",
+        "CREATE TRIGGER audit_append_only_truncate BEFORE TRUNCATE ON audit "
+        "FOR EACH STATEMENT EXECUTE FUNCTION enjournal_audit_append_only()",
+        "CREATE FUNCTION enjournal_no_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'AuditEvents are kept in the audit log only' USING ERRCODE = 'insufficient_privilege'; "
+        "END $$",
+        "CREATE TRIGGER res_no_audit_event BEFORE INSERT OR UPDATE OF type ON res "
+        "FOR EACH ROW WHEN (NEW.type = 'AuditEvent') EXECUTE FUNCTION enjournal_no_audit_event()",
+    ),
 )
 
 # Mirrors SQLite's INDEX_FORMAT: a change in how index rows are keyed reindexes on start.
@@ -188,9 +215,8 @@ def migrate(conn: Any) -> int:
         for number, script in enumerate(MIGRATIONS, start=1):
             if number <= current:
                 continue
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script):
+                conn.execute(statement)
             conn.execute("UPDATE schema_version SET version = %s", (number,))
         conn.execute("COMMIT")
     except BaseException:

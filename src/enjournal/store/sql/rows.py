@@ -61,7 +61,12 @@ def add_rows(pending: dict[str, list], pid: int, rk: int, value: object, patient
     elif cls is String:
         pending["ix_str"].append((pid, value.norm, value.exact, rk))
     elif cls is Reference:
-        pending["ix_ref"].append((pid, value.type, value.id, value.url, rk))
+        # an absolute URL names another server's resource (this server's are made relative on
+        # write): it is found by its URL only, never as a local Type/id (compartments, _include)
+        if value.url is None:
+            pending["ix_ref"].append((pid, value.type, value.id, None, rk))
+        else:
+            pending["ix_ref"].append((pid, None, None, value.url, rk))
     elif cls is DateRange:
         pending["ix_date"].append((pid, value.lo, value.hi, rk))
     elif cls is Quantity:

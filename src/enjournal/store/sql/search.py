@@ -273,7 +273,7 @@ class SqlBuilder:
                 sql, a = self._keys(sub)
                 parts.append(sql)
                 args.extend(a)
-            return " UNION ALL ".join(parts), args
+            return _union(parts), args
         if isinstance(c, q.Chain):
             t = f"t{next(self._aliases)}"
             inner, a = self._match((c.target_type,), [c.inner], t)
@@ -290,7 +290,7 @@ class SqlBuilder:
                 continue
             parts.append(f"SELECT rk FROM {table} WHERE pid = ? AND {cond}")
             args.extend([pid] + a)
-        return " UNION ALL ".join(parts), args
+        return _union(parts), args
 
     def _has_ids(self, c: q.Has) -> tuple[str, list]:
         """A SELECT of the ids that sources matching ``c.inner`` refer to through ``c.param``."""
@@ -316,7 +316,7 @@ class SqlBuilder:
                 sql, a = self._range_cond(v, f"{alias}.updated", f"{alias}.updated", date=True)
                 ors.append(f"({sql})")
                 args.extend(a)
-            return "(" + " OR ".join(ors) + ")", args
+            return _any(ors), args
         if isinstance(c, (q.AnyOf, q.AllOf)):
             parts, args = [], []
             for sub in c.clauses:
@@ -325,8 +325,9 @@ class SqlBuilder:
                 args.extend(a)
             if not parts:        # an empty OR matches nothing, an empty AND everything
                 return ("1 = 0", []) if isinstance(c, q.AnyOf) else ("1 = 1", [])
-            joiner = " OR " if isinstance(c, q.AnyOf) else " AND "
-            return "(" + joiner.join(parts) + ")", args
+            if isinstance(c, q.AnyOf):
+                return _any(parts), args
+            return "(" + " AND ".join(parts) + ")", args
         if isinstance(c, q.Chain):
             # follow the candidate's own reference(s) and probe the target found
             t = f"t{next(self._aliases)}"
@@ -349,11 +350,11 @@ class SqlBuilder:
         for table in sorted(tables):
             conds = [(cond, a) for t, cond, a, _s in branches if t == table]
             parts.append(f"EXISTS (SELECT 1 FROM {table}{self._by(table + '_rk')} WHERE rk = {alias}.rk AND pid = ? "
-                         f"AND ({' OR '.join(f'({cond})' for cond, _a in conds)}){self._fence})")
+                         f"AND {_any([f'({cond})' for cond, _a in conds])}{self._fence})")
             args.append(self._pid(c.param, c.resource_type))
             for _cond, a in conds:
                 args.extend(a)
-        sql = parts[0] if len(parts) == 1 else "(" + " OR ".join(parts) + ")"
+        sql = parts[0] if len(parts) == 1 else _any(parts)
         return (f"NOT {sql}" if c.negate else sql), args
 
     def _missing(self, c: q.Missing, alias: str) -> tuple[str, list]:
@@ -606,3 +607,26 @@ def _has_chain(c) -> bool:
     if isinstance(c, (q.AnyOf, q.AllOf)):
         return any(_has_chain(sub) for sub in c.clauses)
     return isinstance(c, (q.Chain, q.Has))
+
+
+_UNION_TERMS = 200     # SQLite takes at most 500 SELECTs in one compound statement
+
+
+def _union(parts: list[str]) -> str:
+    """``parts`` (SELECTs of one column) as one UNION ALL, nested in groups where there are
+    many (a parameter with hundreds of values): each group is a compound SELECT of its own."""
+    if len(parts) <= _UNION_TERMS:
+        return " UNION ALL ".join(parts)
+    groups = [" UNION ALL ".join(parts[i:i + _UNION_TERMS]) for i in range(0, len(parts), _UNION_TERMS)]
+    return _union([f"SELECT * FROM ({g}) AS u{i}" for i, g in enumerate(groups)])
+
+
+_OR_TERMS = 64         # SQLite parses an expression at most 1,000 levels deep
+
+
+def _any(conds: list[str]) -> str:
+    """``conds`` ORed, parenthesised in groups where there are many, so the expression stays
+    shallow (each OR is a level of the parse tree: 1,000 values would be 1,000 levels)."""
+    if len(conds) <= _OR_TERMS:
+        return "(" + " OR ".join(conds) + ")"
+    return _any([_any(conds[i:i + _OR_TERMS]) for i in range(0, len(conds), _OR_TERMS)])

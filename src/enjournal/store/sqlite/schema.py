@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import sqlite3
 
-MIGRATIONS: tuple[str, ...] = (
+from .. import migration_statements as statements
+
+# A migration is a script of statements separated by ";", or a tuple of statements (for those
+# that hold a ";" themselves, such as triggers).
+MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     # 1: resources, history (= change feed), search indexes, feed cursors
     """
     CREATE TABLE res (
@@ -140,6 +144,26 @@ MIGRATIONS: tuple[str, ...] = (
         state TEXT NOT NULL
     );
     """,
+    # 8: the audit log is append-only in the database itself: rows of ``audit`` are never
+    #    changed or removed, and no AuditEvent enters the resource store (the log is the only
+    #    AuditEvent there is). AuditEvents already in the resource store were never the
+    #    server's (a client wrote them, or an import did): they go. References to another
+    #    server (absolute URLs) name no local resource: their index rows keep only the URL,
+    #    so no compartment or _include counts them as local.
+    (
+        *(f"DELETE FROM {table} WHERE rk IN (SELECT rk FROM res WHERE type = 'AuditEvent')"
+          for table in ("ix_str", "ix_tok", "ix_oft", "ix_date", "ix_num", "ix_ref", "ix_uri", "ix_comp", "hist")),
+        "DELETE FROM res WHERE type = 'AuditEvent'",
+        "UPDATE ix_ref SET ttype = NULL, tid = NULL WHERE url IS NOT NULL AND tid IS NOT NULL",
+        "CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: its rows are never changed'); END",
+        "CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit "
+        "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: its rows are never deleted'); END",
+        "CREATE TRIGGER res_no_audit_event BEFORE INSERT ON res WHEN NEW.type = 'AuditEvent' "
+        "BEGIN SELECT RAISE(ABORT, 'AuditEvents are kept in the audit log only'); END",
+        "CREATE TRIGGER res_no_audit_event_type BEFORE UPDATE OF type ON res WHEN NEW.type = 'AuditEvent' "
+        "BEGIN SELECT RAISE(ABORT, 'AuditEvents are kept in the audit log only'); END",
+    ),
 )
 
 # Part of the stored registry fingerprint: a change in how index rows are keyed makes every
@@ -157,9 +181,8 @@ def migrate(conn: sqlite3.Connection) -> int:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in statements(script):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
