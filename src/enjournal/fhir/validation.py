@@ -12,7 +12,9 @@ write. In strict mode (the default) every problem is an error. Checks:
 3. ids of the resource and any resource inside it (contained, Bundle entries, Parameters):
    ``[A-Za-z0-9\\-\\.]{1,64}`` (https://hl7.org/fhir/R4/datatypes.html#id);
 4. every Identifier of a known Norwegian system (fødselsnummer, D-number, HPR, ...),
-   see ``norway``.
+   see ``norway``;
+5. every code with a required binding is in its value set, see ``bindings`` (an error in
+   lenient mode too: a code the server does not know breaks the meaning).
 
 The write path calls this for every resource, so it is built for speed: fhirkit gets the
 resource as JSON bytes (about twice as fast as handing it a dict) and the rest is one walk.
@@ -28,7 +30,7 @@ import fhirkit
 import orjson
 
 from .. import errors
-from . import norway
+from . import bindings, norway
 
 # The 146 resource types of FHIR R4 (4.0.1).
 RESOURCE_TYPES: frozenset[str] = frozenset(fhirkit.RESOURCE_TYPES)
@@ -129,7 +131,8 @@ def validate_resource(resource: dict, *, allow_synthetic: bool = True, strict: b
     ``strict``: when False, structural problems that leave the resource usable (unknown
     elements, missing required elements, badly formatted codes and uris, empty strings
     and arrays) are returned as warnings instead of errors. Norwegian identifiers, ids,
-    resource types, JSON types, numbers and dates stay errors either way.
+    resource types, JSON types, numbers, dates and codes outside a required value set stay
+    errors either way.
     """
     if not isinstance(resource, dict):
         return [errors.Issue("a resource must be a JSON object", (), "structure")]
@@ -149,6 +152,7 @@ def validate_resource(resource: dict, *, allow_synthetic: bool = True, strict: b
         raw = None
     issues = structure(resource if raw is None else raw, strict)
     _Walk(issues, allow_synthetic).node(resource, [resource_type], 0)
+    issues += bindings.check(resource)
     return issues
 
 
