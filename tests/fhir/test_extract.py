@@ -282,9 +282,35 @@ DECIMAL_BODIES = [
     (b'{"resourceType":"ActivityDefinition","useContext":[{"code":{"code":"age"},'
      b'"valueRange":{"high":{"value":65.0,"unit":"a"}}}]}',
      "context-quantity", [Quantity(65.0, -INF, 65.0, None, None, "a")]),
-    (b'{"resourceType":"Observation","code":{"text":"x"},"valueQuantity":{"value":1E400}}',
-     "value-quantity", [Quantity(INF, INF, INF, None, None, None)]),
 ]
+
+
+def test_a_decimal_beyond_a_float_is_indexed_as_infinite():
+    """The JSON reader refuses such numbers (test_json_numbers_beyond_the_limits_are_refused);
+    a resource built in code may still hold one, and extraction copes."""
+    resource = {"resourceType": "Observation", "code": {"text": "x"}, "valueQuantity": {"value": Decimal("1E400")}}
+    assert values(resource, "value-quantity") == [Quantity(INF, INF, INF, None, None, None)]
+
+
+@pytest.mark.parametrize("text, problem", [
+    (b'{"v":1E400}', "out of range"), (b'{"v":-1e309}', "out of range"), (b'{"v":1e-400}', "out of range"),
+    (b'{"v":1' + b"0" * 32 + b'}', "33 digits"), (b'{"v":0.' + b"1" * 5000 + b'}', "5,001 digits"),
+])
+def test_json_numbers_beyond_the_limits_are_refused(text, problem):
+    with pytest.raises(jsonio.NumberOutOfRange, match=problem):
+        jsonio.loads(text)
+
+
+def test_json_numbers_within_the_limits_keep_their_text():
+    text = b'{"a":123456789012345678901234567890,"b":1.50,"d":-0.000001}'
+    assert jsonio.dumps(jsonio.loads(text)) == text
+    assert jsonio.loads(b'{"c":1e308}')["c"] == Decimal("1e308")
+
+
+def test_a_lone_surrogate_is_not_json_text():
+    with pytest.raises(jsonio.JSONDecodeError):
+        jsonio.loads(b'{"a":"\\ud800","b":1.50}')
+    assert jsonio.loads(b'{"a":"\\ud83d\\ude00","b":1.50}')["a"] == "\U0001F600"
 
 
 @pytest.mark.parametrize("body, code, expected", DECIMAL_BODIES,

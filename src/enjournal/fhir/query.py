@@ -15,6 +15,7 @@ from typing import Iterable, Union
 
 from .. import errors
 from . import dates
+from .limits import MAX_HOPS, MAX_NUMBER_DIGITS, MAX_PARAMETERS, MAX_VALUES
 from .searchparams import Registry, SearchParam
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -185,9 +186,13 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 def parse(resource_type: str | None, params: Iterable[tuple[str, str]], registry: Registry, *,
           lenient: bool = False, default_count: int = 20, max_count: int = 1000) -> SearchQuery:
     """Parse query ``params`` (name, value pairs in order) for a search on ``resource_type``
-    (None for a system-level search)."""
+    (None for a system-level search). The ``limits`` hold whatever the handling: a search of
+    more than ``MAX_PARAMETERS`` parameters is refused."""
     q = SearchQuery(resource_type, count=default_count)
     params = list(params)
+    if len(params) > MAX_PARAMETERS:
+        raise errors.TooCostly(f"the search has {len(params)} parameters; at most {MAX_PARAMETERS} are accepted",
+                               params[MAX_PARAMETERS][0][:100])
     for name, value in params:
         if name == "_type":
             q.types += tuple(t for t in value.split(",") if t)
@@ -226,10 +231,9 @@ def _parse_one(q: SearchQuery, name: str, value: str, registry: Registry,
 def _parse_result_param(q: SearchQuery, base: str, modifier: str, value: str,
                         registry: Registry, max_count: int) -> None:
     if base == "_count":
-        n = whole_number(value, "_count")
-        q.count = max(0, min(n, max_count))
+        q.count = min(count_number(value, "_count"), max_count)
     elif base == "_offset":
-        q.offset = max(0, whole_number(value, "_offset"))
+        q.offset = count_number(value, "_offset")
     elif base == "_snapshot":
         q.snapshot = whole_number(value, "_snapshot")
     elif base == "_total":
@@ -268,6 +272,16 @@ def whole_number(value: str, name: str) -> int:
         raise errors.Invalid(f"{name} must be a whole number, not '{value}'", name) from None
     if abs(number) > MAX_INT:
         raise errors.Invalid(f"{name} is too large: {value}", name)
+    return number
+
+
+def count_number(value: str, name: str) -> int:
+    """A paging parameter (``_count``, ``_offset``): a whole number, 0 or more. A count
+    above the server's maximum is lowered to it (the spec lets a server return fewer), a
+    negative one is an error, not clamped."""
+    number = whole_number(value, name)
+    if number < 0:
+        raise errors.Invalid(f"{name} must be 0 or more, not {value}", name)
     return number
 
 
@@ -317,7 +331,13 @@ def _parse_include(value: str, registry: Registry, *, iterate: bool, reverse: bo
 
 def parse_clause(resource_type: str | None, name: str, value: str, registry: Registry,
                  types: tuple = ()) -> Clause:
-    """One ``name=value`` search parameter as a clause over ``resource_type``."""
+    """One ``name=value`` search parameter as a clause over ``resource_type``: at most
+    ``MAX_HOPS`` reference hops (each ``.`` of a chain and each ``_has:`` level) and
+    ``MAX_VALUES`` comma-separated values."""
+    hops = name.count(".") + name.count("_has:")
+    if hops > MAX_HOPS:
+        raise errors.TooCostly(f"'{name[:300]}' takes {hops} reference hops (chains and _has together); at most "
+                               f"{MAX_HOPS} are accepted", name[:300])
     if name.startswith("_has:"):
         return _parse_has(resource_type, name, value, registry)
     head, dot, rest = name.partition(".")
@@ -326,15 +346,15 @@ def parse_clause(resource_type: str | None, name: str, value: str, registry: Reg
     if base == "_id":
         if modifier is not None:
             raise errors.Invalid(f"modifier ':{modifier}' is not supported on _id", name)
-        ids = tuple(v for v in _split_or(value) if v)
+        ids = tuple(v for v in _split_or(value, name) if v)
         for v in ids:
             if not _ID.match(v):
                 raise errors.Invalid(f"'{v}' is not a valid resource id", name)
         return IdIn(ids)
     if base == "_lastUpdated":
-        return LastUpdated(tuple(_parse_range_value(name, v, "date") for v in _split_or(value)))
+        return LastUpdated(tuple(_parse_range_value(name, v, "date") for v in _split_or(value, name)))
     if base == "_type":
-        return TypeIn(tuple(_split_or(value)))
+        return TypeIn(tuple(_split_or(value, name)))
     if resource_type is None and types:
         return _parse_for_types(types, base, name, value, registry)
     param = _lookup(resource_type, base, registry, name)
@@ -345,7 +365,7 @@ def parse_clause(resource_type: str | None, name: str, value: str, registry: Reg
             raise errors.Invalid(f"{name} must be true or false, not '{value}'", name)
         return Missing(resource_type, param, value == "true")
     _check_modifier(param, modifier, name, registry)
-    values = tuple(_parse_value(param, modifier, v, name, registry, resource_type) for v in _split_or(value))
+    values = tuple(_parse_value(param, modifier, v, name, registry, resource_type) for v in _split_or(value, name))
     if not values:
         raise errors.Invalid(f"search parameter '{name}' has no value", name)
     negate = modifier == "not"
@@ -417,8 +437,14 @@ def _check_modifier(param: SearchParam, modifier: str | None, name: str, registr
     raise errors.Invalid(f"modifier ':{modifier}' is not valid on {param.type} parameter '{param.code}'", name)
 
 
-def _split_or(value: str) -> list[str]:
-    """Split on commas not escaped with a backslash, then unescape ``\\,`` ``\\$`` ``\\|``."""
+def _split_or(value: str, name: str = "", limit: int = MAX_VALUES) -> list[str]:
+    """Split on commas not escaped with a backslash, then unescape ``\\,`` ``\\$`` ``\\|``;
+    at most ``limit`` values."""
+    if value.count(",") >= limit:
+        parts = _split_unescaped(value, ",")
+        if len(parts) > limit:
+            raise errors.TooCostly(f"{name or 'a search parameter'} has {len(parts)} values; at most "
+                                   f"{limit} are accepted (search in several requests)", name or None)
     parts, cur, i = [], [], 0
     while i < len(value):
         ch = value[i]
@@ -532,9 +558,14 @@ def _parse_range_value(name: str, raw: str, kind: str) -> RangeQ:
             system = _unescape(parts[1]) or None
             code = _unescape(parts[2]) or None
     if not _NUMBER.match(body):
-        raise errors.Invalid(f"'{body}' is not a number ({name})", name)
+        raise errors.Invalid(f"'{body[:100]}' is not a number ({name})", name)
+    digits = sum(1 for ch in body.lower().partition("e")[0] if ch.isdigit())
+    if digits > MAX_NUMBER_DIGITS:
+        raise errors.Invalid(f"the number in {name} has {digits} digits; at most {MAX_NUMBER_DIGITS} are accepted",
+                             name)
     value = float(body)
-    if not math.isfinite(value) or abs(value) > 1e300:
+    underflow = value == 0 and body.lower().partition("e")[0].strip("+-0.") != ""
+    if not math.isfinite(value) or abs(value) > 1e300 or underflow:
         raise errors.Invalid(f"'{body}' is out of range ({name})", name)
     lo, hi = _implicit_range(body, value)
     return RangeQ(prefix, value, lo, hi, system, code, kind)
