@@ -15,6 +15,7 @@ import uvicorn
 
 from enjournal.app import build_asgi
 from enjournal.settings import Settings
+from enjournal.web.shield import http_protocol
 
 EXAMPLES_TGZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hl7.fhir.r4.examples-4.0.1.tgz"
 if not EXAMPLES_TGZ.exists():
@@ -33,7 +34,8 @@ class Server:
 
     def __init__(self, app, port: int | None = None):
         self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                http=http_protocol())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -43,6 +43,7 @@ from .access.provider import enabled as provider_enabled
 from .services.personas import demo_provider
 from .web.oidc import AuthorizationServer, patient_finder
 from .web.responses import error_response
+from .web.shield import Shield
 
 log = logging.getLogger("enjournal")
 
@@ -119,7 +120,9 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
 
     routes = [Route("/", root, methods=["GET", "HEAD", "POST"])]
     platform.provider = None      # the built-in OpenID provider (docs/identity-provider.md)
-    routes += AuditApi(platform.store, platform.guard, platform.audit, api.base).routes()
+    audit_api = AuditApi(platform.store, platform.guard, platform.audit, api.base)
+    api.log_readers["AuditEvent"] = audit_api.bundle_get
+    routes += audit_api.routes()
     if provider_enabled(settings.builtin_idp, settings.database):
         platform.provider = demo_provider(settings, platform.store)
         routes += AuthorizationServer(platform.provider, api.base, patient_finder(platform.resources)).routes()
@@ -154,8 +157,8 @@ def build_asgi(settings: Settings, **kwargs: Any) -> Any:
     if settings.oidc_issuers:
         # fetch remote issuers' keys now, off the event loop, so the first token does not wait
         threading.Thread(target=verifier.prefetch, name="enjournal-jwks", daemon=True).start()
-    return Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
-                        platform.audit)
+    return Shield(Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
+                               platform.audit))
 
 
 def asgi_factory() -> Any:

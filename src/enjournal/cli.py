@@ -34,9 +34,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import Platform
     Platform(settings).close()   # create or upgrade the schema once, before workers start
     print(f"enjournal serving {settings.database} on http://{settings.host}:{settings.port}/", flush=True)
+    from .web.shield import http_protocol
     uvicorn.run("enjournal.app:asgi_factory", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level="warning",
-                access_log=False, loop="auto", http="auto")
+                access_log=False, loop="auto", http=http_protocol())
     return 0
 
 

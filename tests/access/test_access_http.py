@@ -731,7 +731,7 @@ def test_writes_cannot_reach_another_patient(srv, http, bound_to_A, A, B, b_obs)
     assert r.status_code == 403
     over = {**mine, "id": b_obs}
     r = http.put(f"/Observation/{b_obs}", json=over, headers={**bound_to_A, "Content-Type": FHIR_JSON})
-    assert r.status_code == 403
+    assert r.status_code == 404          # as if it were not there (tests/access/test_oracles.py)
     patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
     r = http.patch(f"/Observation/{b_obs}", json=patch,
                    headers={**bound_to_A, "Content-Type": "application/json-patch+json"})
@@ -1250,6 +1250,9 @@ def test_tampering_with_the_audit_database_is_detected(tmp_path):
     ok = subprocess.run([str(ENJOURNAL), "audit", "verify", "--database", database], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     with sqlite3.connect(tmp_path / "enjournal.db") as con:
+        for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit'"
+                                   ).fetchall():
+            con.execute(f"DROP TRIGGER {name}")       # the database refuses edits until its guards go
         seq, body = con.execute("SELECT seq, body FROM audit ORDER BY seq LIMIT 1 OFFSET 1").fetchone()
         edited = bytes(body).replace(b'"outcome":"0"', b'"outcome":"4"') if b'"outcome":"0"' in bytes(body) \
             else bytes(body) + b" "

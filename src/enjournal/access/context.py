@@ -44,6 +44,8 @@ class AccessContext:
     emergency: bool = False                  # some access was emergency access (review)
     written: bool = False                    # a write's audit record went into its transaction
     status: int = 0                          # the HTTP status sent
+    base: str = ""                           # this server's base URL as the request addressed it
+    issued: set = field(default_factory=set)  # ids the server gave out for this request's creates
 
     @property
     def patients(self) -> list[str]:

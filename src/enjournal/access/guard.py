@@ -34,7 +34,11 @@ from .policy import Action, Decision, decide, grant_until
 from .principal import CITIZEN, SYSTEM
 
 PATIENT_TYPES = frozenset(compartment_types("Patient")) | {"Patient"}
+# types kept outside the resource store (the audit log, access/audit.py): no client writes them
+LOG_TYPES = frozenset({"AuditEvent"})
 ACCESS_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})   # writes change access facts
+_CURRENT = object()         # Guard.check: judge by the current version's patient
+MAX_VERSIONS = 10_000      # a resource's newest versions judged for a caller other than a system
 _ACTION_LETTER = {"create": "C", "update": "U", "patch": "U", "delete": "D"}
 _ADDRESS_PARAMS = ("address", "address-city", "address-country", "address-postalcode", "address-state",
                    "address-use")
@@ -112,8 +116,11 @@ class Guard:
         kick = self.ctx()
         return ExportRecorder(self, kick, f"$export level={level} job={job}")
 
-    def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None) -> Decision:
-        """``decide`` for one action on data of ``patient`` (None: of no patient)."""
+    def decision(self, ctx: AccessContext, interaction: str, type: str, patient: str | None,
+                 note: bool = True) -> Decision:
+        """``decide`` for one action on data of ``patient`` (None: of no patient). ``note``:
+        record a denial in the request's audit record (not for lookups that only ask, such
+        as a write's reference checks)."""
         facts = None
         if patient is not None:
             generation = getattr(ctx, "_generation", None)
@@ -131,7 +138,7 @@ class Guard:
                 self._open_grant(ctx, facts.id)
             if patient is not None and (ctx.basis is None or decision.emergency):
                 ctx.basis = decision
-        elif ctx.denied is None:
+        elif note and ctx.denied is None:
             ctx.denied = decision
         return decision
 
@@ -142,7 +149,10 @@ class Guard:
         ctx._granted = True
         who, att = ctx.subject.principal, ctx.subject.attestation
         now = self.clock()
-        with self.store.unit() as unit:
+        writing = getattr(ctx, "_unit", None)
+        # inside a write the grant joins its transaction (a second one would wait for the lock
+        # this request holds): it stands or falls with the write
+        with self.store.unit() if writing is None else contextlib.nullcontext(writing) as unit:
             unit.add_grant(patient, who.hpr, grant_until(now, self.emergency_minutes), att.reason or "",
                            int(now.timestamp() * 1000))
             bump_generation(unit)
@@ -156,9 +166,10 @@ class Guard:
     # -- resources going out ----------------------------------------------------------------
 
     def check(self, ctx: AccessContext, stored: Stored | None, interaction: str, hide_only: bool = False,
-              ) -> Stored | None:
+              patient: Any = _CURRENT) -> Stored | None:
         """``stored`` as the subject may see it: None when hidden; raises Forbidden when a
-        rule of the subject's own patient forbids it (unless ``hide_only``)."""
+        rule of the subject's own patient forbids it (unless ``hide_only``). ``patient``:
+        whose data this version is, when it is not the current version's patient (history)."""
         if stored is None:
             return None
         if self.is_system(ctx):
@@ -166,13 +177,15 @@ class Guard:
                 return None
             self._touch(ctx, stored, "R")
             return stored
-        patient = self.patient_for(ctx, stored)
+        owner = stored.patient if patient is _CURRENT else patient
+        if patient is _CURRENT:
+            patient = self.patient_for(ctx, stored)
         decision = self.decision(ctx, interaction, stored.type, patient)
         if not decision.allow:
             if decision.status == 404 or hide_only:
                 return None
             raise self.refuse(decision)
-        self._touch(ctx, stored, "R")
+        ctx.touched.append(Touched(stored.type, stored.id, stored.version, owner, "R"))
         return redact(stored, decision.redact)
 
     def patient_for(self, ctx: AccessContext, stored: Stored) -> str | None:
@@ -180,11 +193,7 @@ class Guard:
         patients, the subject's own patient when it is one of them."""
         if stored.patient != "*":
             return stored.patient
-        patients = self.patients_in(stored.type, jsonio.loads(stored.body)) if stored.body else set()
-        bound = ctx.subject.patient_id
-        if bound in patients:
-            return bound
-        return min(patients) if patients else None
+        return _pick(ctx, self.patients_in(stored.type, jsonio.loads(stored.body)) if stored.body else set())
 
     def patients_in(self, rtype: str, resource: dict) -> set[str]:
         if rtype == "Patient":
@@ -266,37 +275,128 @@ class Guard:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def check_write(self, ctx: AccessContext, unit: Any, type: str, id: str, resource: dict | None,
+    def check_write(self, ctx: AccessContext, unit: Any, type: str, id: str | None, resource: dict | None,
                     values: list | None, method: str | None = None) -> str:
-        """Raise unless the subject may write ``type/id`` (``resource`` None: delete); returns
-        the interaction (create, update or delete)."""
-        if self.is_system(ctx) and method is not None:
-            # no lookup of the current version: a system's scopes decide by the method alone
-            interaction = "delete" if resource is None else ("create" if method == "POST" else "update")
-            self.system_scope(ctx, interaction, type)
-            return interaction
-        old = unit.read(type, id)
-        exists = old is not None and not old.deleted
-        interaction = "delete" if resource is None else ("update" if exists else "create")
+        """Raise unless the subject may write ``type/id`` (``resource`` None: delete; ``id``
+        None: a conditional write that matched nothing, checked for the type alone); returns
+        the interaction (create, update or delete).
+
+        For anyone but a system, what the subject may not know of answers as if it did not
+        exist, whichever way it is asked: a write to an id that is unknown, or that holds
+        another patient's resource (in any version), is a 404 alike, and the checks that do
+        not depend on the target (scopes, login, role, attested patient) come first. Clients
+        other than systems cannot choose ids: only ids the server gave out in this request
+        (``fresh_id``, ``new_id``) can be created."""
+        if type in LOG_TYPES:
+            raise self.log_refused(ctx, type)
         if self.is_system(ctx):
+            if method is not None or id is None:
+                # no lookup of the current version: a system's scopes decide by the method alone
+                interaction = "delete" if resource is None else ("create" if method == "POST" else "update")
+                self.system_scope(ctx, interaction, type)
+                return interaction
+            old = unit.read(type, id)
+            exists = old is not None and not old.deleted
+            interaction = "delete" if resource is None else ("update" if exists else "create")
             self.system_scope(ctx, interaction, type)
             return interaction
-        patients: set = set()
-        if exists:
-            patients |= self.patients_in(type, jsonio.loads(old.body)) if old.patient == "*" else {old.patient}
+        issued = id is not None and id in ctx.issued
+        interaction = "delete" if resource is None else ("create" if issued or id is None else "update")
+        # what does not depend on the target: as if writing for the subject's own patient
+        self._writable(ctx, interaction, type)
+        if id is not None and not issued:
+            old = unit.read(type, id)
+            if old is None:
+                raise self.unknown(type, id)
+            for patient in self.patients_of_version(old):
+                decision = self.decision(ctx, interaction, type, patient)
+                if not decision.allow:
+                    if decision.status == 404:
+                        raise self.unknown(type, id)
+                    raise self.refuse(decision)
         if resource is not None:
             if type == "Patient":
-                patients.add(id)
+                patients = {id}
             else:
-                patients |= {v.id for _c, v in values
-                             if isinstance(v, Reference) and v.type == "Patient" and v.url is None and v.id} or {None}
-        for patient in patients:
-            decision = self.decision(ctx, interaction, type, patient)
-            if not decision.allow:
-                if decision.status == 404:
-                    raise errors.Forbidden(f"access denied: you may not write {type} for that patient")
-                raise self.refuse(decision)
+                patients = {v.id for _c, v in values
+                            if isinstance(v, Reference) and v.type == "Patient" and v.url is None and v.id} or {None}
+            for patient in patients:
+                decision = self.decision(ctx, interaction, type, patient)
+                if not decision.allow:
+                    if decision.status == 404:
+                        raise errors.Forbidden(f"access denied: you may not write {type} for that patient")
+                    raise self.refuse(decision)
         return interaction
+
+    def _writable(self, ctx: AccessContext, interaction: str, type: str) -> None:
+        """The checks of a write that do not depend on its target, made as if for the
+        subject's own patient (or for data of no patient where the type is shared)."""
+        patient = ctx.subject.patient_id
+        if patient is None and type in PATIENT_TYPES:
+            if ctx.denied is None:
+                ctx.denied = Decision(False, "no patient bound to the request")
+            raise errors.Forbidden(self._unbound(ctx))
+        decision = self.decision(ctx, interaction, type, patient)
+        if not decision.allow and decision.status != 404:
+            raise self.refuse(decision)
+
+    @staticmethod
+    def unknown(type: str, id: str) -> errors.FhirError:
+        """The answer to a write of what the subject may not know of (or that is not there)."""
+        return errors.NotFound(f"{type}/{id} is not known (to create a resource, POST it: only systems "
+                               "choose the ids of new resources)", f"{type}.id")
+
+    def log_refused(self, ctx: AccessContext, type: str, where: str | None = None) -> errors.FhirError:
+        decision = Decision(False, f"{type} is the audit log's, written by the server only")
+        if ctx.denied is None:
+            ctx.denied = decision
+        return errors.MethodNotAllowed(f"the audit log is append-only: {type}s are written by the server, "
+                                       "never by a client, on any path", where or type)
+
+    def patients_of_version(self, stored: Stored) -> set:
+        """The patients whose data the current version ``stored`` is (a deletion keeps its
+        resource's patient; a resource of several patients is each one's, by its body)."""
+        if stored.patient != "*":
+            return {stored.patient}
+        body = self.version_body(stored)
+        return self.patients_in(stored.type, jsonio.loads(body)) if body else {None}
+
+    def version_body(self, stored: Stored) -> bytes | None:
+        """The body that says whose one version is: its own, or for a deletion the one of
+        the version before it."""
+        if stored.body is not None or stored.version <= 1:
+            return stored.body
+        before = self.store.vread(stored.type, stored.id, stored.version - 1)
+        return before.body if before is not None else None
+
+    def version_patient(self, ctx: AccessContext, stored: Stored, body: bytes | None) -> str | None:
+        """The patient one version of a resource belongs to, judged by ``body`` (that
+        version's own, or for a deletion the version before it; ``version_body``), not by the
+        current version: a resource moved from one patient to another has versions of both."""
+        if stored.type == "Patient":
+            return stored.id
+        if body is None:
+            return stored.patient if stored.patient != "*" else None
+        return _pick(ctx, self.patients_in(stored.type, jsonio.loads(body)))
+
+    def visible(self, ctx: AccessContext, stored: Stored | None) -> bool:
+        """Whether the subject may know of ``stored`` (a current version), without noting
+        anything in the audit record: for lookups such as a write's reference checks."""
+        if stored is None or stored.deleted:
+            return False
+        if self.is_system(ctx):
+            return True
+        decision = self.decision(ctx, "read", stored.type, self.patient_for(ctx, stored), note=False)
+        return decision.allow
+
+
+def _pick(ctx: AccessContext, patients: set) -> str | None:
+    """Of the patients a resource is about, the one the subject's request is bound to when it
+    is among them, else the first (so one decision stands for the resource)."""
+    bound = ctx.subject.patient_id
+    if bound in patients:
+        return bound
+    return min(patients) if patients else None
 
 
 def compartment_clause(registry: Any, type: str, patient: str) -> Any:
@@ -385,11 +485,28 @@ class GuardedRepository:
             return getattr(self.store, name)
         raise AttributeError(name)
 
+    def check_writable(self, type: str, where: str | None = None) -> None:
+        """Raise unless some client could write ``type`` at all (the audit log's AuditEvents:
+        no one, on any path): lets a write be refused before its body is even validated."""
+        if type in LOG_TYPES:
+            raise self.guard.log_refused(self.guard.ctx(), type, where)
+
+    def new_id(self) -> str:
+        """A new resource id, noted as given out by the server for this request."""
+        fresh = self.store.new_id()
+        self.guard.ctx().issued.add(fresh)
+        return fresh
+
     def read(self, type: str, id: str) -> Stored | None:
         return self.guard.check(self.guard.ctx(), self.store.read(type, id), "read")
 
     def vread(self, type: str, id: str, version: int) -> Stored | None:
-        return self.guard.check(self.guard.ctx(), self.store.vread(type, id, version), "vread")
+        ctx = self.guard.ctx()
+        stored = self.store.vread(type, id, version)
+        if stored is None or self.guard.is_system(ctx):
+            return self.guard.check(ctx, stored, "vread")
+        return self.guard.check(ctx, stored, "vread",
+                                patient=self.guard.version_patient(ctx, stored, self.guard.version_body(stored)))
 
     def search(self, query: Any) -> Page:
         return self.store.search(self.guard.scope(self.guard.ctx(), query))
@@ -413,20 +530,24 @@ class GuardedRepository:
             return keys
         owners = self.store.patients_of(keys)
         out = []
+        allowed: dict[tuple, bool] = {}       # one decision per type and patient
         for key in keys:
-            type_, patient = owners.get(key, (None, None))
-            if type_ is None:
+            owner = owners.get(key)
+            if owner is None:
                 continue
-            if patient == "*":
-                patient = ctx.subject.patient_id     # decided again on load, with the body
-            if self.guard.decision(ctx, "search", type_, patient).allow:
+            if owner[1] == "*":
+                owner = (owner[0], ctx.subject.patient_id)     # decided again on load, with the body
+            seen = allowed.get(owner)
+            if seen is None:
+                seen = allowed[owner] = self.guard.decision(ctx, "search", owner[0], owner[1]).allow
+            if seen:
                 out.append(key)
         return out
 
     def compartment(self, type: str, id: str, params: list) -> tuple[list, list]:
         self._compartment_allowed(type, id)
         members, referenced = self.store.compartment(type, id, params)
-        return members, self.visible_keys(referenced)
+        return self.visible_keys(members), self.visible_keys(referenced)
 
     def members_ahead(self, type: str, id: str, params: list, count: int) -> Any:
         self._compartment_allowed(type, id)
@@ -441,20 +562,36 @@ class GuardedRepository:
 
     def history(self, type: str | None, id: str | None, since: int | None, at: Any, count: int,
                 offset: int) -> tuple[list[Stored], int]:
+        """History as the subject may see it. Systems see it all (what their scopes grant);
+        anyone else sees one resource's history, and of it only the versions that belonged
+        to a patient they may see (each version judged by its own body), counted in the
+        total; a resource none of whose versions they may see is unknown (404)."""
         ctx = self.guard.ctx()
         ctx.touched.append(Touched(type or "*", id, None, None, "R", "_history"))
         if self.guard.is_system(ctx):
             self.guard.system_scope(ctx, "history-instance" if id else "history-type", type)
+            if id is not None and self.store.read(type, id) is None:
+                raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
             return self.store.history(type, id, since, at, count, offset)
         if id is None:
             raise errors.Forbidden("history across resources needs system access: ask for one resource's history")
-        current = self.store.read(type, id)
-        if self.guard.check(ctx, current, "history-instance") is None:
+        every, _ = self.store.history(type, id, None, None, MAX_VERSIONS, 0)      # newest first
+        seen: dict[int, Stored] = {}
+        body = None
+        for entry in reversed(every):                      # oldest first: a deletion is its predecessor's
+            body = entry.body if entry.body is not None else body
+            shown = self.guard.check(ctx, entry, "history-instance", hide_only=True,
+                                     patient=self.guard.version_patient(ctx, entry, body))
+            if shown is not None:
+                seen[entry.version] = shown
+        if not seen:
             raise errors.NotFound(f"{type}/{id} is not known", f"{type}.id")
-        entries, total = self.store.history(type, id, since, at, count, offset)
-        decision = ctx.basis
-        elements = decision.redact if decision is not None else ()
-        return [redact(e, elements) for e in entries], total
+        if since is None and at is None:
+            entries = [seen[e.version] for e in every if e.version in seen]
+        else:
+            chosen, _ = self.store.history(type, id, since, at, MAX_VERSIONS, 0)
+            entries = [seen[e.version] for e in chosen if e.version in seen]
+        return entries[offset:offset + count], len(entries)
 
     @contextlib.contextmanager
     def unit(self) -> Iterator["GuardedUnit"]:
@@ -462,7 +599,11 @@ class GuardedRepository:
         start = len(ctx.touched)
         with self.store.unit() as inner:
             unit = GuardedUnit(self.guard, inner, ctx)
-            yield unit
+            outer, ctx._unit = getattr(ctx, "_unit", None), inner
+            try:
+                yield unit
+            finally:
+                ctx._unit = outer
             if unit.wrote and self.guard.audit is not None:
                 # this unit's record holds what this unit touched; a context that spans many
                 # units (an import, the demo loader) does not repeat earlier units' resources
@@ -472,7 +613,7 @@ class GuardedRepository:
 
 
 _PASS_THROUGH = frozenset({
-    "new_id", "pid_of", "key_of", "filter_keys", "feed", "cursor", "bodies_of_type", "get_setting",
+    "pid_of", "key_of", "filter_keys", "feed", "cursor", "bodies_of_type", "get_setting",
     "is_empty", "type_counts", "close", "patients_of", "grants",
 })
 
@@ -485,6 +626,7 @@ class GuardedUnit:
         self.inner = inner
         self.ctx = ctx
         self.wrote = False
+        self.written: set[tuple[str, str]] = set()     # (type, id) this unit wrote
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)     # fresh_id, feed, cursors, settings, reindex, hooks
@@ -496,11 +638,28 @@ class GuardedUnit:
             return self.inner.read(type, id)
         return self.guard.check(self.ctx, self.inner.read(type, id), "read")
 
-    def permit(self, type: str, id: str, resource: dict | None) -> None:
+    def permit(self, type: str, id: str | None, resource: dict | None) -> None:
         """Raise unless the subject may write ``type/id`` — for writes that turn out to
-        change nothing (they make no new version, but must not answer 200 to anyone)."""
+        change nothing (they make no new version, but must not answer 200 to anyone: an
+        update that changes nothing, a delete of what is not there; ``id`` None: a
+        conditional write that matched nothing)."""
         values = self.guard.registry.extract(resource) if resource is not None else None
         self.guard.check_write(self.ctx, self.inner, type, id, resource, values)
+
+    def fresh_id(self) -> str:
+        """A new resource id, noted as given out by the server for this request."""
+        fresh = self.inner.fresh_id()
+        self.ctx.issued.add(fresh)
+        return fresh
+
+    def exists(self, type: str, id: str) -> bool:
+        """Whether ``type/id`` exists as far as the subject may know (a write's reference
+        checks): another patient's resource does not, alike for every caller but systems."""
+        if self.guard.is_system(self.ctx):
+            return self.inner.exists(type, id)
+        if (type, id) in self.written:              # written in this unit, by this subject
+            return self.inner.exists(type, id)
+        return self.guard.visible(self.ctx, self.inner.read(type, id))
 
     def search(self, query: Any) -> Page:
         return self.inner.search(self.guard.scope(self.ctx, query))
@@ -524,6 +683,7 @@ class GuardedUnit:
         if type in ACCESS_TYPES:
             bump_generation(self.inner)
         self.wrote = True
+        self.written.add((type, id))
         return stored
 
 

@@ -132,6 +132,21 @@ def deny(reason: str, status: int = 403) -> Decision:
     return Decision(False, reason, "", status)
 
 
+MIN_REASON_LETTERS = 4      # an emergency access reason must say something: "fall", not "-"
+
+
+def reason_problem(reason: str | None) -> str:
+    """Why ``reason`` is not a stated reason for emergency access ("" when it is): it must
+    hold at least ``MIN_REASON_LETTERS`` letters (any script), not only punctuation, digits
+    or spaces."""
+    if not reason or not reason.strip():
+        return "none was given"
+    if sum(1 for ch in reason if ch.isalpha()) < MIN_REASON_LETTERS:
+        return (f"'{reason.strip()[:40]}' is not a reason: say why in words (at least {MIN_REASON_LETTERS} "
+                "letters)")
+    return ""
+
+
 def section_of(type: str) -> str:
     return _SECTION_OF.get(type, RECORD)
 
@@ -190,8 +205,9 @@ def _personnel(subject: Subject, action: Action, target: PatientFacts, now: date
     if emergency:
         active = any(g.hpr == who.hpr and g.until > _ms(now) for g in target.grants)
         if not active:
-            if not (att.reason or "").strip():
-                return deny(f"{att.purpose} needs a stated reason (X-Access-Reason)"
+            problem = reason_problem(att.reason)
+            if problem:
+                return deny(f"{att.purpose} needs a stated reason (X-Access-Reason): {problem}"
                             + ("; the earlier emergency access has expired" if any(
                                 g.hpr == who.hpr for g in target.grants) else ""))
             start_grant = True

@@ -40,12 +40,13 @@ class Entry:
 
 class BundleService:
     def __init__(self, resources: ResourceService, reader: Callable[[str], dict] | None = None,
-                 base_urls: Callable[[], tuple[str, ...]] = tuple):
+                 base_urls: Callable[[], tuple[str, ...]] | None = None):
         """``reader(url)`` answers GET entries (the web layer's own read and search); without
-        one (import, demo) a GET entry is refused. ``base_urls`` are this server's own bases."""
+        one (import, demo) a GET entry is refused. ``base_urls`` are this server's own bases
+        (by default ``ResourceService.own_bases``: the configured one and the request's)."""
         self.resources = resources
         self.reader = reader
-        self.base_urls = base_urls
+        self.base_urls = base_urls or resources.own_bases
 
     def process(self, bundle: Any, max_entries: int) -> dict:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -62,6 +63,7 @@ class BundleService:
                                   "Bundle.entry")
         if kind == "transaction":
             entries = [self._entry(i, e) for i, e in enumerate(raw)]
+            _unique_full_urls(entries)
             self._transaction(entries)
             response = [e.result for e in entries]
         else:
@@ -78,12 +80,15 @@ class BundleService:
         if not isinstance(request, dict):
             raise errors.Invalid("entry.request is required in a batch or transaction", f"{where}.request")
         method = request.get("method")
-        if method not in _ORDER:
+        if type(method) is not str or method not in _ORDER:
             raise errors.Invalid(f"request.method must be GET, HEAD, POST, PUT, PATCH or DELETE, not '{method}'",
                                  f"{where}.request.method")
         url = request.get("url")
         if not isinstance(url, str) or not url:
             raise errors.Invalid("request.url is required", f"{where}.request.url")
+        full_url = raw.get("fullUrl")
+        if full_url is not None and (type(full_url) is not str or not full_url):
+            raise errors.Invalid("fullUrl must be a non-empty string", f"{where}.fullUrl")
         url = local_part(url, self.base_urls()).lstrip("/")
         path, _, query = url.partition("?")
         parts = path.split("/")
@@ -99,12 +104,16 @@ class BundleService:
             if_match = _etag_version(request["ifMatch"], f"{where}.request.ifMatch")
         if method != "GET" and method != "HEAD":
             self.resources.check_type(type_)
+            self.resources.repo.check_writable(type_, where)
             if method == "POST" and id_ is not None:
                 raise errors.Invalid("POST creates a resource: its url is the type alone", f"{where}.request.url")
             if method in ("PUT", "PATCH", "DELETE") and id_ is None and not query:
                 raise errors.Invalid(f"{method} needs Type/id or Type?criteria", f"{where}.request.url")
-        return Entry(index, method, type_, id_, query or None, resource, raw.get("fullUrl"),
-                     request.get("ifNoneExist"), if_match, url)
+        if_none_exist = request.get("ifNoneExist")
+        if if_none_exist is not None and type(if_none_exist) is not str:
+            raise errors.Invalid("request.ifNoneExist must be a string (a search query)",
+                                 f"{where}.request.ifNoneExist")
+        return Entry(index, method, type_, id_, query or None, resource, full_url, if_none_exist, if_match, url)
 
     # -- transaction ------------------------------------------------------------------------
 
@@ -239,6 +248,17 @@ class BundleService:
             raise
 
     def _run(self, unit: Any, e: Entry, outcomes: list[Outcome]) -> None:
+        """Run one write entry; an error that does not say where gets the entry's place."""
+        try:
+            self._run_entry(unit, e, outcomes)
+        except errors.FhirError as exc:
+            where = f"Bundle.entry[{e.index}]"
+            for issue in exc.issues:
+                if not any(x.startswith("Bundle.entry") for x in issue.expression):
+                    issue.expression = (where,) + tuple(issue.expression)
+            raise
+
+    def _run_entry(self, unit: Any, e: Entry, outcomes: list[Outcome]) -> None:
         service = self.resources
         where = f"Bundle.entry[{e.index}]"
         if e.method == "DELETE":
@@ -307,6 +327,19 @@ class BundleService:
                 return e.result
         except errors.FhirError as exc:
             return _error_entry(exc)
+
+
+def _unique_full_urls(entries: list[Entry]) -> None:
+    """A transaction's entries that write a resource must not share a fullUrl: a reference
+    to it would name two resources (https://hl7.org/fhir/R4/bundle.html#bundle-unique)."""
+    seen: dict[str, int] = {}
+    for e in entries:
+        if e.full_url is None or e.method not in ("POST", "PUT"):
+            continue
+        first = seen.setdefault(e.full_url, e.index)
+        if first != e.index:
+            raise errors.Invalid(f"fullUrl '{e.full_url[:200]}' is used by entry {first} and entry {e.index}: "
+                                 "each fullUrl names one resource", f"Bundle.entry[{e.index}].fullUrl")
 
 
 def _response(outcome: Outcome, status: str) -> dict:

@@ -26,10 +26,10 @@ def everything(service: ResourceService, patient_id: str | None, params: list) -
             for t in types:
                 service.check_type(t)
         elif name == "_count":
-            count = max(1, min(fq.whole_number(value, "_count"), service.settings.max_page_size))
+            count = max(1, min(fq.count_number(value, "_count"), service.settings.max_page_size))
             continue
         elif name == "_offset":
-            offset = max(0, fq.whole_number(value, "_offset"))
+            offset = fq.count_number(value, "_offset")
             continue
         elif name in ("_snapshot", "_format", "_pretty", "start", "end"):
             continue

@@ -102,10 +102,11 @@ def parse_request(params: list[tuple[str, str | None]], level: str, group: str |
             since = _instant(value)
         elif name == "_typeFilter":
             filter_text += len(value)
-            filters.extend(_type_filter(text, known_types, registry) for text in _FILTER_SPLIT.split(value))
-            if len(filters) > MAX_FILTERS or filter_text > MAX_FILTER_TEXT:
+            texts = _FILTER_SPLIT.split(value)
+            if len(filters) + len(texts) > MAX_FILTERS or filter_text > MAX_FILTER_TEXT:
                 raise errors.Invalid(f"_typeFilter: at most {MAX_FILTERS} queries of {MAX_FILTER_TEXT:,} characters "
                                      "in all; export the type and filter it afterwards", "_typeFilter")
+            filters.extend(_type_filter(text, known_types, registry) for text in texts)
         elif name == "patient":
             if level == "system":
                 raise errors.Invalid("the patient parameter is for Patient- and Group-level exports "
@@ -149,7 +150,7 @@ def _type_filter(text: str, known_types: frozenset, registry: Any) -> tuple[str,
                                  "parameters only", "_typeFilter")
     try:
         query = fq.parse(type_, pairs, registry)
-    except (errors.Invalid, errors.NotSupported) as exc:
+    except (errors.Invalid, errors.NotSupported, errors.TooCostly) as exc:
         raise errors.Invalid(f"_typeFilter {type_}: {exc.message}", "_typeFilter") from None
     return type_, query
 

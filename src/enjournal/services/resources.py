@@ -16,6 +16,7 @@ from .. import errors
 from ..fhir import dates, jsonio
 from ..fhir import query as fq
 from ..fhir.references import local_part, parse_relative, path_of, reference_objects
+from ..access.context import current
 from ..fhir.validation import validate_resource
 from ..settings import Settings
 from ..store import Page, Stored
@@ -120,15 +121,13 @@ class ResourceService:
             elif name == "_at":
                 at = dates.parameter_range(value, name)
             elif name == "_count":
-                count = max(0, min(fq.whole_number(value, "_count"), self.settings.max_page_size))
+                count = min(fq.count_number(value, "_count"), self.settings.max_page_size)
             elif name == "_offset":
-                offset = max(0, fq.whole_number(value, "_offset"))
+                offset = fq.count_number(value, "_offset")
             elif name in ("_format", "_pretty"):
                 continue
             else:
                 raise errors.Invalid(f"unknown history parameter '{name}'", name)
-        if id is not None:
-            self.read_any(type, id)
         entries, total = self.repo.history(type, id, since, at, count, offset)
         return entries, total, count, offset
 
@@ -185,6 +184,7 @@ class ResourceService:
                   values: list | None = None) -> Outcome:
         """Create inside ``unit``. ``prepared``: the resource was already checked by ``prepare``;
         ``values``: its index values, extracted before the unit began."""
+        self.repo.check_writable(type)
         self.check_type(type)
         if if_none_exist:
             found = self.match(unit, type, if_none_exist, "If-None-Exist")
@@ -202,6 +202,7 @@ class ResourceService:
 
     def update_in(self, unit: Any, type: str, id: str, resource: dict, if_match: int | None = None,
                   expression: str = "", prepared: bool = False, values: list | None = None) -> Outcome:
+        self.repo.check_writable(type)
         self.check_type(type)
         self.check_id(id, expression or f"{type}.id")
         if not prepared:
@@ -218,6 +219,7 @@ class ResourceService:
 
     def conditional_update_in(self, unit: Any, type: str, criteria: str, resource: dict,
                               if_match: int | None = None, expression: str = "") -> Outcome:
+        self.repo.check_writable(type)
         found = self.match(unit, type, criteria, "criteria")
         if len(found) > 1:
             raise errors.MultipleMatches(f"conditional update '{criteria}' matches {len(found)} {type} resources")
@@ -234,6 +236,7 @@ class ResourceService:
 
     def patch_in(self, unit: Any, type: str, id: str, patch: Any, if_match: int | None = None,
                  expression: str = "") -> Outcome:
+        self.repo.check_writable(type)
         self.check_type(type)
         current = unit.read(type, id)
         if current is None:
@@ -256,9 +259,11 @@ class ResourceService:
         return Outcome(stored, resource=resource)
 
     def delete_in(self, unit: Any, type: str, id: str, if_match: int | None = None) -> Outcome | None:
+        self.repo.check_writable(type)
         self.check_type(type)
         current = unit.read(type, id)
         if current is None or current.deleted:
+            _permit(unit, type, id, None)      # the subject could have deleted it (else 404 or 403)
             if if_match is not None:       # the condition fails: there is no such version now
                 raise errors.PreconditionFailed(f"{type}/{id} is {'deleted' if current else 'not known'}, "
                                                 f"not at version {if_match} (If-Match)")
@@ -268,7 +273,10 @@ class ResourceService:
         return Outcome(stored)
 
     def conditional_delete_in(self, unit: Any, type: str, criteria: str) -> list[Outcome]:
+        self.repo.check_writable(type)
         found = self.match(unit, type, criteria, "criteria", limit=1000)
+        if not found:
+            _permit(unit, type, None, None)
         return [o for o in (self.delete_in(unit, type, s.id) for s in found) if o is not None]
 
     def match(self, unit: Any, type: str, criteria: str, where: str, limit: int = 2) -> list[Stored]:
@@ -293,11 +301,15 @@ class ResourceService:
     @staticmethod
     def check_id(id: str, expression: str) -> None:
         if not id or len(id) > 64 or not set(id) <= _ID_CHARS:
-            raise errors.Invalid(f"'{id}' is not a valid id (1-64 of A-Z a-z 0-9 - .)", expression)
+            raise errors.Invalid(f"'{id[:100]}' is not a valid id (1-64 of A-Z a-z 0-9 - .)", expression)
+        if not id.strip("."):
+            # "." and ".." are URL path segments (RFC 3986 5.2.4): Observation/.. is not an address
+            raise errors.Invalid(f"'{id}' is not a valid id: an id of dots alone cannot be part of a URL", expression)
 
     def prepare(self, type: str, resource: Any, id: str | None, expression: str = "") -> dict:
         """Check a resource before it is written; returns it ready to store."""
         where = expression or type
+        self.repo.check_writable(type, where)   # before validation: what no client may write says so
         if not isinstance(resource, dict):
             raise errors.Invalid("the body must be a JSON object (a FHIR resource)", where)
         actual = resource.get("resourceType")
@@ -311,16 +323,40 @@ class ResourceService:
             raise errors.Invalid(f"id '{body_id}' in the body does not match the URL's id '{id}'", f"{type}.id")
         if id is None and body_id is not None:
             resource = {k: v for k, v in resource.items() if k != "id"}  # the server assigns ids on create
+        self.localise_references(resource, expression or type)
         issues = validate_resource(resource, allow_synthetic=self.settings.allow_synthetic_ids,
                                    strict=self.settings.strict_validation)
         issues = [i for i in issues if i.severity in ("error", "fatal")]
         if issues:
             if expression:
-                for issue in issues:
-                    issue.expression = tuple(f"{expression}.resource.{e}" if not e.startswith(expression)
-                                             else e for e in issue.expression) or (expression,)
+                for issue in issues:        # Observation.status -> Bundle.entry[2].resource.status
+                    issue.expression = tuple(_within(expression, type, e) for e in issue.expression) or (expression,)
             raise errors.Invalid(f"{type} is not valid: {issues[0].diagnostics}", issues=issues)
         return resource
+
+    def own_bases(self) -> tuple[str, ...]:
+        """This server's base URLs: the configured ``base_url`` and the one the current request
+        addressed (``http://host:port``), so an absolute reference to this server is known as such."""
+        ctx = current()
+        configured = self.settings.base_url.rstrip("/")
+        here = ctx.base.rstrip("/") if ctx is not None and ctx.base else ""
+        return tuple(b for b in dict.fromkeys((configured, here)) if b)
+
+    def localise_references(self, resource: dict, where: str) -> None:
+        """Make every reference to this server relative (``http://host/Patient/1`` becomes
+        ``Patient/1``), so it is indexed, placed in compartments and judged by the access
+        guard exactly as the relative one (https://hl7.org/fhir/R4/references.html#literal);
+        a protocol-relative ``//...`` reference is refused: it names no server."""
+        bases = self.own_bases()
+        for ref in reference_objects(resource):
+            value = ref["reference"]
+            if value.startswith("//"):
+                raise errors.Invalid(f"reference '{value[:100]}' is not valid: use Type/id for a resource on this "
+                                     "server, or an absolute URL with its scheme", f"{where}.{path_of(resource, ref)}")
+            if bases and "://" in value:
+                local = local_part(value, bases)
+                if local != value and parse_relative(local) is not None:
+                    ref["reference"] = local
 
     def check_references(self, unit: Any, outcomes: list[Outcome], base_urls: tuple[str, ...] = ()) -> None:
         """Every relative literal reference in the written resources must resolve (setting
@@ -361,6 +397,16 @@ class ResourceService:
         return None
 
 
+def _within(entry: str, type: str, path: str) -> str:
+    """A resource's element ``path`` (``Observation.status``) as a path inside the Bundle
+    entry ``entry`` (``Bundle.entry[2].resource.status``)."""
+    if path.startswith(entry):
+        return path
+    if path == type:
+        return f"{entry}.resource"
+    return f"{entry}.resource.{path.removeprefix(type + '.')}"
+
+
 def apply_json_patch(resource: dict, patch: Any) -> dict:
     """Apply an RFC 6902 JSON Patch (https://hl7.org/fhir/R4/http.html#patch)."""
     if not isinstance(patch, list):
@@ -373,7 +419,7 @@ def apply_json_patch(resource: dict, patch: Any) -> dict:
         raise errors.Invalid(f"JSON Patch cannot be applied: {exc}", "Patch") from None
 
 
-def _permit(unit: Any, type: str, id: str, resource: dict) -> None:
+def _permit(unit: Any, type: str, id: str | None, resource: dict | None) -> None:
     """A write that changes nothing is still checked by the access guard (when the unit
     is guarded, as every unit a request uses is)."""
     permit = getattr(unit, "permit", None)

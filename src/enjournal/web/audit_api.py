@@ -39,11 +39,16 @@ class AuditApi:
         self.max_count = max_count
 
     def routes(self) -> list[Route]:
+        # every read of AuditEvent is answered from the log: the resource store holds none
         return [
             Route("/Patient/{id}/$access-log", self.access_log, methods=["GET"]),
-            Route("/AuditEvent", self.search, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/Patient/{patient}/AuditEvent", self.search, methods=["GET"]),
+            Route("/AuditEvent", self.search, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/AuditEvent/_search", self.search, methods=["POST"]),
-            Route("/AuditEvent/{id}", self.read, methods=["GET", "PUT", "PATCH", "DELETE"]),
+            Route("/AuditEvent/_history", self.type_history, methods=["GET", "HEAD"]),
+            Route("/AuditEvent/{id}", self.read, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "POST"]),
+            Route("/AuditEvent/{id}/_history", self.history, methods=["GET", "HEAD"]),
+            Route("/AuditEvent/{id}/_history/{vid}", self.read, methods=["GET", "HEAD"]),
         ]
 
     # -- the citizen's access log ------------------------------------------------------------
@@ -84,6 +89,8 @@ class AuditApi:
         check_accept(request)
         self._system_only()
         filters: dict = {}
+        if "patient" in request.path_params:          # Patient/[id]/AuditEvent: the compartment
+            filters["patient"] = request.path_params["patient"]
         for name, value in request.query_params.multi_items():
             if name == "patient":
                 filters["patient"] = value.removeprefix("Patient/")
@@ -109,14 +116,52 @@ class AuditApi:
         return self._bundle(request, rows[:count], len(rows) > count, count, offset, params)
 
     async def read(self, request: Request) -> Response:
+        """``AuditEvent/[seq]``, and its one version ``AuditEvent/[seq]/_history/1``."""
         self._writes_refused(request)
         check_accept(request)
         self._system_only()
-        seq = request.path_params["id"]
+        row = self._row(request)
+        vid = request.path_params.get("vid")
+        if vid is not None and vid != "1":
+            raise errors.NotFound(f"AuditEvent/{row.seq} has one version (1), not '{vid[:20]}'",
+                                  "AuditEvent.meta.versionId")
+        return json_response(_with_id(row), pretty=wants_pretty(request))
+
+    async def history(self, request: Request) -> Response:
+        """An AuditEvent's history: its one version (the log is never changed)."""
+        check_accept(request)
+        self._system_only()
+        row = self._row(request)
+        base = self.base(request)
+        entry = (b'{"fullUrl":"' + f"{base}/AuditEvent/{row.seq}".encode() + b'","resource":' + _with_id(row)
+                 + b',"request":{"method":"POST","url":"AuditEvent"},"response":{"status":"201 Created"}}')
+        head = orjson.dumps({"resourceType": "Bundle", "type": "history", "total": 1,
+                             "link": [{"relation": "self", "url": f"{base}{request.url.path}"}]})
+        return json_response(head[:-1] + b',"entry":[' + entry + b"]}", pretty=wants_pretty(request))
+
+    async def type_history(self, request: Request) -> Response:
+        check_accept(request)
+        self._system_only()
+        raise errors.NotSupported("the audit log has no history of changes (its rows never change): search "
+                                  "/AuditEvent by date instead", "url")
+
+    def bundle_get(self, parts: list[str], query: str) -> dict:
+        """A Bundle GET entry of AuditEvent (``AuditEvent/[seq]``, ``.../_history/1``), read
+        from the log as a direct read is."""
+        self._system_only()
+        if len(parts) == 2 or len(parts) == 4 and parts[2] == "_history" and parts[3] == "1":
+            return orjson.loads(_with_id(self._row_of(parts[1])))
+        raise errors.NotSupported("inside a Bundle, AuditEvents are read by id; search them at /AuditEvent",
+                                  "Bundle.entry.request.url")
+
+    def _row(self, request: Request):
+        return self._row_of(request.path_params["id"])
+
+    def _row_of(self, seq: str):
         row = self.store.audit_get(int(seq)) if seq.isdigit() and len(seq) < 16 else None
         if row is None:
-            raise errors.NotFound(f"AuditEvent/{seq} is not known", "AuditEvent.id")
-        return json_response(_with_id(row), pretty=wants_pretty(request))
+            raise errors.NotFound(f"AuditEvent/{seq[:64]} is not known", "AuditEvent.id")
+        return row
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -130,16 +175,15 @@ class AuditApi:
             if not decision.allow:
                 raise self.guard.refuse(decision)
 
-    @staticmethod
-    def _writes_refused(request: Request) -> None:
+    def _writes_refused(self, request: Request) -> None:
         if request.method not in ("GET", "HEAD") and not request.url.path.endswith("_search"):
-            raise errors.MethodNotAllowed("the audit log is append-only: AuditEvents are written by the server",
-                                          "AuditEvent")
+            ctx = self.guard.ctx()
+            raise self.guard.log_refused(ctx, "AuditEvent")
 
     def _paging(self, request: Request, names: tuple) -> tuple[int, int, int | None]:
         q = request.query_params
-        count = min(fq.whole_number(q.get("_count", "50"), "_count"), self.max_count) if "_count" in names else 50
-        offset = fq.whole_number(q.get("_offset", "0"), "_offset")
+        count = min(fq.count_number(q.get("_count", "50"), "_count"), self.max_count) if "_count" in names else 50
+        offset = fq.count_number(q.get("_offset", "0"), "_offset")
         since = dates.parameter_range(q["_since"], "_since")[0] if "_since" in names and "_since" in q else None
         return max(count, 1), max(offset, 0), since
 

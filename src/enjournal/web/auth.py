@@ -81,7 +81,7 @@ class Authenticate:
             return
         ctx = AccessContext(None, scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
                             interaction_of(scope["method"], scope["path"]),
-                            (scope.get("client") or ("", 0))[0])
+                            (scope.get("client") or ("", 0))[0], base=base_of(scope))
         status = [0]
 
         async def send_status(message: dict) -> None:
@@ -90,9 +90,8 @@ class Authenticate:
             await send(message)
 
         try:
-            headers = _headers(scope)
             try:
-                ctx.subject = self.subject(headers)
+                ctx.subject = self.subject(_headers(scope))
             except errors.FhirError as exc:
                 ctx.status = exc.status
                 await error_response(exc)(scope, receive, send_status)
@@ -163,11 +162,34 @@ class Authenticate:
         return found
 
 
+def base_of(scope: dict) -> str:
+    """The base URL the request addressed (``http://host:port`` and any root path), from its
+    Host header or, without one, the server's address."""
+    host = ""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if not host and scope.get("server"):
+        server_host, port = scope["server"][0], scope["server"][1]
+        host = f"{server_host}:{port}" if port else server_host
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}" if host else ""
+
+
+_ACCESS_HEADERS = ("authorization", "x-purpose-of-use", "x-patient", "x-access-reason", "x-consent-declared")
+
+
 def _headers(scope: dict) -> dict[str, str]:
+    """The headers that say who asks and why. Each may come once: with two Authorization
+    headers (or two X-Patient ...), which one a proxy or a client library honours differs,
+    so the request is refused rather than one of them picked."""
     out: dict[str, str] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1").lower()
-        if key in ("authorization", "x-purpose-of-use", "x-patient", "x-access-reason", "x-consent-declared"):
+        if key in _ACCESS_HEADERS:
+            if key in out:
+                raise errors.Invalid(f"the request has more than one {name.decode('latin-1')} header: send one",
+                                     name.decode("latin-1"))
             out[key] = value.decode("utf-8", "replace").strip()
     return out
 

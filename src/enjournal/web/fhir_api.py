@@ -32,8 +32,10 @@ class FhirApi:
         self.resources = resources
         self.settings = settings
         self.capability = capability
-        self.bundles = BundleService(resources, self._bundle_get, lambda: self._bases)
-        self._bases: tuple[str, ...] = (settings.base_url,) if settings.base_url else ()
+        self.bundles = BundleService(resources, self._bundle_get)
+        # type -> reader(path parts, query) for Bundle GET entries of types kept outside the
+        # resource store (the audit log's AuditEvents, web/audit_api.py)
+        self.log_readers: dict[str, Any] = {}
 
     def base(self, request: Request) -> str:
         if self.settings.base_url:
@@ -134,7 +136,7 @@ class FhirApi:
                         raise errors.PreconditionFailed(f"conditional patch '{criteria}' matches {len(found)} "
                                                         "resources (it must match one)", "criteria")
                     outcome = self.resources.patch_in(unit, type_, found[0].id, body, _if_match(request))
-                    self.resources.check_references(unit, [outcome], self._bases)
+                    self.resources.check_references(unit, [outcome], self.resources.own_bases())
                 return outcome
             return self._write_response(request, await run_in_threadpool(conditional_patch))
         outcomes = await run_in_threadpool(self.resources.conditional_delete, type_, criteria)
@@ -253,6 +255,8 @@ class FhirApi:
         from urllib.parse import parse_qsl
         path, _, query = url.partition("?")
         parts = [p for p in path.split("/") if p]
+        if parts and parts[0] in self.log_readers:
+            return self.log_readers[parts[0]](parts, query)
         if len(parts) == 2:
             return jsonio.loads(self.resources.read(parts[0], parts[1]).body)
         if len(parts) == 4 and parts[2] == "_history":

@@ -61,6 +61,8 @@ async def read_json(request: Request, max_bytes: int) -> object:
         raise errors.Invalid("the request has no body", "body")
     try:
         return jsonio.loads(body)
+    except jsonio.NumberOutOfRange as exc:
+        raise errors.Invalid(f"the body cannot be accepted: {exc}", "body") from None
     except jsonio.JSONDecodeError as exc:
         raise errors.Invalid(f"the body is not valid JSON: {exc}", "body") from None
 
