@@ -195,32 +195,26 @@ class Bindings:
             step = plan.get(key)
             if step is None:
                 continue
-            kind, value_set, child, gate = step
             if type(value) is list:
                 for i, item in enumerate(value):
-                    if kind == _CODE:
-                        if type(item) is str and item not in value_set.codes and not value_set.has(item):
-                            issues.append(_code_issue(item, value_set, (path, key, i)))
-                    elif kind:
-                        self._check(kind, value_set, item, (path, key, i), issues)
-                    if type(item) is dict:
-                        if gate is not None:
-                            if not gate.isdisjoint(item):
-                                self._walk(item, child, (path, key, i), issues, depth + 1)
-                        elif child is _RESOURCE:
-                            self._resource(item, (path, key, i), issues, depth)
+                    self._value(step, item, (path, key, i), issues, depth)
             else:
-                if kind == _CODE:
-                    if type(value) is str and value not in value_set.codes and not value_set.has(value):
-                        issues.append(_code_issue(value, value_set, (path, key, None)))
-                elif kind:
-                    self._check(kind, value_set, value, (path, key, None), issues)
-                if type(value) is dict:
-                    if gate is not None:
-                        if not gate.isdisjoint(value):
-                            self._walk(value, child, (path, key, None), issues, depth + 1)
-                    elif child is _RESOURCE:
-                        self._resource(value, (path, key, None), issues, depth)
+                self._value(step, value, (path, key, None), issues, depth)
+
+    def _value(self, step: tuple, value: object, where: tuple, issues: list, depth: int) -> None:
+        """One value of a bound or gated element: its code checked, its children walked."""
+        kind, value_set, child, gate = step
+        if kind == _CODE:
+            if type(value) is str and value not in value_set.codes and not value_set.has(value):
+                issues.append(_code_issue(value, value_set, where))
+        elif kind:
+            self._check(kind, value_set, value, where, issues)
+        if type(value) is dict:
+            if gate is not None:
+                if not gate.isdisjoint(value):
+                    self._walk(value, child, where, issues, depth + 1)
+            elif child is _RESOURCE:
+                self._resource(value, where, issues, depth)
 
     def _resource(self, obj: dict, path: tuple, issues: list, depth: int) -> None:
         """A resource inside another (contained, Bundle entry, Parameters): by its own type."""
