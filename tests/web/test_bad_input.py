@@ -46,6 +46,9 @@ BODIES = [b"", b"null", b"1", b'"x"', b"[]", b"{}", b'{"resourceType":"Patient",
  b'{"resourceType":"Patient","managingOrganization":{"reference":"#nope"}}', b'{"resourceType":"Patient","managingOrganization":{"reference":5}}',
  b'{"resourceType":"Patient","extension":[{"url":"http://x","valueReference":{"reference":"Patient/nope"}}]}',
  b'[{"op":"replace","path":"/x/y/z","value":1}]', b'[{"op":"bogus"}]', b'[{"op":"remove","path":"/resourceType"}]',
+ b'[{"op":"add","path":"","value":"a"}]', b'[{"op":"replace","path":"","value":[]}]',
+ b'{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient","ifMatch":1}}]}',
+ b'{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PUT","url":"Patient/x","ifMatch":["1"]},"resource":{"resourceType":"Patient","id":"x"}}]}',
 ]
 
 

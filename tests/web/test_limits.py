@@ -208,3 +208,15 @@ def test_an_unexpected_error_is_a_500_outcome_and_keeps_the_connection(client, s
         assert r.headers.get("connection") != "close"
         monkeypatch.undo()
         still_alive(client)
+
+
+@pytest.mark.parametrize("query", [{}, {"active:missing": "true"}, {"_id": "x"}, {"name": "a,b"}])
+def test_a_citizen_without_a_record_finds_nothing(client, server, query):
+    """Bound to no patient (no Patient has their fødselsnummer): every search is empty, on
+    PostgreSQL as on SQLite (an empty id list is no SQL syntax error)."""
+    headers = {"Authorization": f"Bearer {server.token('hakon')}"}
+    for response in (client.get("/Patient", params=query, headers=headers),
+                     client.post("/Patient/_search", data=query, headers=headers),
+                     client.get("/Observation", params={"_id": "x"} if query else {}, headers=headers)):
+        assert response.status_code == 200, response.text
+        assert response.json().get("total", 0) == 0 and not response.json().get("entry")

@@ -354,7 +354,9 @@ def _error_entry(exc: errors.FhirError) -> dict:
     return {"response": {"status": f"{exc.status}", "outcome": operation_outcome(exc)}}
 
 
-def _etag_version(value: str, where: str) -> int:
+def _etag_version(value: Any, where: str) -> int:
+    if type(value) is not str:
+        raise errors.Invalid("ifMatch must be a version ETag like W/\"3\" (a string)", where)
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]

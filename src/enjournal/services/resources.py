@@ -412,11 +412,15 @@ def apply_json_patch(resource: dict, patch: Any) -> dict:
     if not isinstance(patch, list):
         raise errors.Invalid("a JSON Patch must be a JSON array of operations", "Patch")
     try:
-        return jsonpatch.apply_patch(resource, patch)
+        patched = jsonpatch.apply_patch(resource, patch)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise errors.Unprocessable(f"JSON Patch test failed: {exc}", "Patch") from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
         raise errors.Invalid(f"JSON Patch cannot be applied: {exc}", "Patch") from None
+    if not isinstance(patched, dict):
+        raise errors.Invalid("the patched document must be a resource (a JSON object), not "
+                             f"{type(patched).__name__}", "Patch")
+    return patched
 
 
 def _permit(unit: Any, type: str, id: str | None, resource: dict | None) -> None:

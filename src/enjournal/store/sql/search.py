@@ -258,7 +258,7 @@ class SqlBuilder:
 
     def _seek(self, c, alias: str) -> tuple[str, list]:
         if isinstance(c, q.IdIn):
-            return f"{alias}.id IN ({_marks(c.ids)})", list(c.ids)
+            return _id_in(alias, c.ids)
         if isinstance(c, q.Has):
             ids, args = self._has_ids(c)
             return f"{alias}.id IN ({ids})", args
@@ -307,7 +307,7 @@ class SqlBuilder:
         if isinstance(c, q.Missing):
             return self._missing(c, alias)
         if isinstance(c, q.IdIn):
-            return f"{alias}.id IN ({_marks(c.ids)})", list(c.ids)
+            return _id_in(alias, c.ids)
         if isinstance(c, q.TypeIn):
             return f"{self._plus}{alias}.type IN ({_marks(c.types)})", list(c.types)
         if isinstance(c, q.LastUpdated):
@@ -587,6 +587,13 @@ class SqlBuilder:
 
 def _marks(values) -> str:
     return ",".join("?" * len(values))
+
+
+def _id_in(alias: str, ids: tuple) -> tuple[str, list]:
+    """``alias.id`` is one of ``ids``; none matches nothing (PostgreSQL refuses ``IN ()``)."""
+    if not ids:
+        return "1 = 0", []
+    return f"{alias}.id IN ({_marks(ids)})", list(ids)
 
 
 def _parents(uri: str) -> list[str]:
