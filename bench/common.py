@@ -157,11 +157,15 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
-def enjournal_server(db: Path, workers: int = 2, port: int | None = None) -> Server:
+def enjournal_server(db: Path, workers: int = 2, port: int | None = None, prefix: list[str] | None = None,
+                     env: dict | None = None) -> Server:
+    """``enjournal serve`` over ``db``. ``prefix`` replaces the ``enjournal`` command (e.g.
+    ``[python, "-m", "enjournal.cli"]``) and ``env`` is added to the environment (e.g. a
+    ``PYTHONPATH`` naming another version's source, bench/before_after.py)."""
     port = port or free_port()
-    argv = [ENJOURNAL, "serve", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+    argv = [*(prefix or [ENJOURNAL]), "serve", "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
             "--database", database_url(db), "--builtin-idp", "on"]
-    return Server(argv, port, name="enjournal")
+    return Server(argv, port, env=env, name="enjournal")
 
 
 def database_url(db: "Path | str") -> str:
@@ -208,12 +212,15 @@ def tree_cpu_seconds(pid: int) -> float:
 
 # -- access (docs/access.md) --------------------------------------------------------------
 
-def issue_token(db: Path, port: int, persona: str = "system", lifetime: int = 8 * 3600) -> str:
+def issue_token(db: Path, port: int, persona: str = "system", lifetime: int = 8 * 3600,
+                prefix: list[str] | None = None, env: dict | None = None) -> str:
     """A bearer token of the built-in identity provider for a server on 127.0.0.1:``port``
-    over ``db`` (the issuer is the server's base URL, so the port must match)."""
-    proc = subprocess.run([ENJOURNAL, "token", persona, "--database", database_url(db), "--builtin-idp", "on",
-                           "--host", "127.0.0.1",
-                           "--port", str(port), "--lifetime", str(lifetime)], capture_output=True, text=True)
+    over ``db`` (the issuer is the server's base URL, so the port must match); ``prefix`` and
+    ``env`` as for ``enjournal_server``."""
+    proc = subprocess.run([*(prefix or [ENJOURNAL]), "token", persona, "--database", database_url(db),
+                           "--builtin-idp", "on", "--host", "127.0.0.1",
+                           "--port", str(port), "--lifetime", str(lifetime)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"enjournal token {persona} failed: {proc.stderr.strip()}")
     return proc.stdout.strip()

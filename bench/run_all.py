@@ -8,6 +8,9 @@ Sizes come from flags or the environment: BENCH_INGEST_RESOURCES, BENCH_READ_RES
 BENCH_SEARCH_RESOURCES, BENCH_SECONDS; BENCH_DATASET names a directory of Synthea Bundles
 (default: a pre-generated set if present, else 20 patients generated once into bench/out/).
 Results are printed and saved as JSON in bench/out/.
+
+Not in the default set: ``--only before_after --before REV`` runs bench/before_after.py (the
+read, search and ingest benchmarks on REV and on the working tree, alternating, with ratios).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import argparse
 import os
 import time
 
-from . import audit, everything, export, ingest, read, search
+from . import audit, before_after, everything, export, ingest, read, search
 from .common import log, machine
 
 
@@ -28,7 +31,10 @@ def main() -> None:
     ap.add_argument("--search-resources", type=int, default=int(env("BENCH_SEARCH_RESOURCES", 0)) or None)
     ap.add_argument("--seconds", type=int, default=int(env("BENCH_SECONDS", 0)) or None)
     ap.add_argument("--profile", action="store_true", help="profile the in-process ingest (pyinstrument)")
-    ap.add_argument("--only", help="comma-separated subset: ingest,read,audit,search,everything,export")
+    ap.add_argument("--only", help="comma-separated subset: ingest,read,audit,search,everything,export; "
+                                   "also before_after (with --before REV; never in the default set)")
+    ap.add_argument("--before", help="git revision for --only before_after (the 'before' code)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per version for --only before_after")
     ap.add_argument("--postgres", help="admin URL of a PostgreSQL cluster: also run the ingest there "
                                        "(for reads, searches and $export at 1M: bench.build_db --postgres, then bench.postgres)")
     args = ap.parse_args()
@@ -40,6 +46,8 @@ def main() -> None:
         "seconds": args.seconds or (15 if full else 8),
     }
     chosen = set((args.only or "ingest,read,audit,search,everything,export").split(","))
+    if "before_after" in chosen and not args.before:
+        ap.error("--only before_after needs --before REV")
     log(f"enjournal benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, {machine()}; sizes {sizes}")
     start = time.perf_counter()
     if "ingest" in chosen:
@@ -54,6 +62,8 @@ def main() -> None:
         everything.run(3000, repeat=20 if full else 10)
     if "export" in chosen:
         export.run()            # the 1M database when built (--full), else a small demo database
+    if "before_after" in chosen:  # only when asked for: two versions of the code, alternating
+        before_after.run(args.before, rounds=args.rounds, seconds=args.seconds or 10)
     if args.postgres:           # the PostgreSQL round (docs/performance.md "PostgreSQL (issue 4)")
         ingest.run_postgres(args.postgres, sizes["ingest"], concurrency=2)
     log(f"all benchmarks done in {(time.perf_counter() - start) / 60:.1f} min; JSON results in bench/out/")
