@@ -21,7 +21,7 @@ from typing import Any
 
 from ..fhir import jsonio, norway
 from ..fhir import query as fq
-from .policy import SECTIONS, USE, VIEW, Grant, PatientFacts, Proxy
+from .policy import SECTIONS, USE, VIEW, Grant, PatientFacts, Proxy, is_own_entry
 
 ACCESS_CONTROL = "https://enjournal.no/fhir/CodeSystem/access-control"
 RECORD_SECTION = "https://enjournal.no/fhir/CodeSystem/record-section"
@@ -98,6 +98,8 @@ def person_number(identifiers: Any) -> str | None:
 
 def _parent(person: dict, home: set) -> Proxy | None:
     if not isinstance(person, dict) or person.get("active") is False:
+        return None
+    if is_own_entry(person):        # a contact the citizen entered: never a proxy (docs/summary.md)
         return None
     pid = person_number(person.get("identifier"))
     if pid is None:

@@ -30,13 +30,16 @@ from ..store import Page, Stored
 from . import scopes as sc
 from .context import AccessContext, Touched, current
 from .facts import FactsLoader
-from .policy import Action, Decision, decide, grant_until
+from .policy import CRITICAL_TYPES, OWN_ENTRY_TYPES, Action, Decision, content_problem, decide, grant_until
 from .principal import CITIZEN, SYSTEM
 
 PATIENT_TYPES = frozenset(compartment_types("Patient")) | {"Patient"}
 # types kept outside the resource store (the audit log, access/audit.py): no client writes them
 LOG_TYPES = frozenset({"AuditEvent"})
 ACCESS_TYPES = frozenset({"Patient", "Consent", "RelatedPerson"})   # writes change access facts
+CONTENT_TYPES = CRITICAL_TYPES | OWN_ENTRY_TYPES      # writes judged by content too (policy.content_problem)
+COMMUNICATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
+EMERGENCY_NOTICE = "https://enjournal.no/fhir/CodeSystem/notification"
 _CURRENT = object()         # Guard.check: judge by the current version's patient
 MAX_VERSIONS = 10_000      # a resource's newest versions judged for a caller other than a system
 _ACTION_LETTER = {"create": "C", "update": "U", "patch": "U", "delete": "D"}
@@ -156,6 +159,22 @@ class Guard:
             unit.add_grant(patient, who.hpr, grant_until(now, self.emergency_minutes), att.reason or "",
                            int(now.timestamp() * 1000))
             bump_generation(unit)
+            # the citizen is told, once per grant, by the platform (docs/summary.md#emergency-access)
+            notice = emergency_notice(patient, who, att.purpose or "", att.reason or "", now,
+                                      who.org_name or self._organisation_name(who.org))
+            unit.put("Communication", self.store.new_id(), notice, "POST", None, self.registry.extract(notice))
+
+    def _organisation_name(self, number: str | None) -> str:
+        """The name of the Organization with this organisation number in the platform's data."""
+        if not number:
+            return ""
+        try:
+            query = fq.parse("Organization", [("identifier", f"urn:oid:2.16.578.1.12.4.1.4.101|{number}")],
+                             self.store.registry, default_count=1, max_count=1)
+            found = self.store.load(self.store.search(query).keys)
+            return str(jsonio.loads(found[0].body).get("name") or "") if found else ""
+        except errors.FhirError:
+            return ""
 
     @staticmethod
     def refuse(decision: Decision) -> errors.FhirError:
@@ -304,6 +323,7 @@ class Guard:
         interaction = "delete" if resource is None else ("create" if issued or id is None else "update")
         # what does not depend on the target: as if writing for the subject's own patient
         self._writable(ctx, interaction, type)
+        old = None
         if id is not None and not issued:
             old = unit.read(type, id)
             if old is None:
@@ -314,6 +334,15 @@ class Guard:
                     if decision.status == 404:
                         raise self.unknown(type, id)
                     raise self.refuse(decision)
+        if type in CONTENT_TYPES:
+            # the rules that depend on what is written (critical information, own entries)
+            before = jsonio.loads(old.body) if old is not None and old.body else None
+            problem = content_problem(ctx.subject, type, resource, before)
+            if problem:
+                decision = Decision(False, problem)
+                if ctx.denied is None:
+                    ctx.denied = decision
+                raise self.refuse(decision)
         if resource is not None:
             if type == "Patient":
                 patients = {id}
@@ -388,6 +417,33 @@ class Guard:
             return True
         decision = self.decision(ctx, "read", stored.type, self.patient_for(ctx, stored), note=False)
         return decision.allow
+
+
+def emergency_notice(patient: str, who: Any, purpose: str, reason: str, now: datetime, org_name: str = "") -> dict:
+    """The Communication that tells a citizen about an emergency access to their record:
+    who (name, HPR number), which organisation, when and why, in bokmål."""
+    from zoneinfo import ZoneInfo
+    local = now.astimezone(ZoneInfo("Europe/Oslo"))
+    org = org_name or who.org_name or (f"organisasjonsnummer {who.org}" if who.org else "ukjent virksomhet")
+    basis = {"BTG": "bryte glasset", "ETREAT": "akutt helsehjelp"}.get(purpose, purpose)
+    text = (f"{who.name or 'Helsepersonell'} (HPR-nummer {who.hpr}) ved {org} åpnet kjernejournalen din "
+            f"{local:%d.%m.%Y kl. %H:%M} med akuttilgang ({basis}). Begrunnelse: {reason.strip()}. "
+            "Tilgangen er logget og blir kontrollert. Du ser den i Logg over bruk.")
+    sender: dict = {"display": who.name or "Helsepersonell"}
+    if who.hpr:
+        sender["identifier"] = {"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": who.hpr}
+    return {
+        "resourceType": "Communication", "status": "completed",
+        "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": "notification"},
+                                 {"system": EMERGENCY_NOTICE, "code": "emergency-access",
+                                  "display": "Akuttilgang til kjernejournal"}]}],
+        "subject": {"reference": f"Patient/{patient}"},
+        "recipient": [{"reference": f"Patient/{patient}"}],
+        "sender": sender,
+        "sent": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "reasonCode": [{"text": reason.strip()[:500]}],
+        "payload": [{"contentString": text}],
+    }
 
 
 def _pick(ctx: AccessContext, patients: set) -> str | None:

@@ -38,7 +38,7 @@ WRITE_ROLES: dict[str, frozenset[str]] = {
     "MedicationStatement": frozenset({DOCTOR}),        # ... and keep the medication list
     "List": frozenset({DOCTOR}),                       # ... and submit it
     "AllergyIntolerance": frozenset({DOCTOR}),         # critical information: any doctor
-    "Flag": frozenset({DOCTOR}),
+    "Flag": frozenset({DOCTOR, NURSE}),                # nurses: only ongoing treatments and implants
     "Condition": frozenset({DOCTOR}),
     "Device": frozenset({DOCTOR, NURSE}),              # implants: nurses too
     "DeviceUseStatement": frozenset({DOCTOR, NURSE}),
@@ -50,7 +50,25 @@ WRITE_ROLES: dict[str, frozenset[str]] = {
 COORDINATION_TYPES = frozenset({"Communication", "CommunicationRequest", "Task", "CarePlan", "CareTeam",
                                 "EpisodeOfCare", "Appointment", "ServiceRequest"})
 # What a citizen may write in their own record (or one they act for with "use services").
-CITIZEN_WRITES = frozenset({"Consent", "Communication", "Observation", "QuestionnaireResponse"})
+# RelatedPerson and Condition only as own entries (``content_problem``): tagged OWN_ENTRY.
+CITIZEN_WRITES = frozenset({"Consent", "Communication", "Observation", "QuestionnaireResponse",
+                            "RelatedPerson", "Condition"})
+
+# The summary care record's critical information (docs/summary.md): the category of an entry is
+# a coding of CRITICAL_INFORMATION in Flag/Condition.category, or in the extension
+# CRITICAL_CATEGORY_EXT (AllergyIntolerance.category is a plain code). Who may register what:
+CRITICAL_INFORMATION = "https://enjournal.no/fhir/CodeSystem/critical-information"
+CRITICAL_CATEGORY_EXT = "https://enjournal.no/fhir/StructureDefinition/critical-information-category"
+TREATMENT_IMPLANT = "treatment-implant"
+CRITICAL_ROLES: dict[str, frozenset[str]] = {
+    "drug-reaction": frozenset({DOCTOR}), "allergy": frozenset({DOCTOR}), "anaesthesia": frozenset({DOCTOR}),
+    "critical-condition": frozenset({DOCTOR}), TREATMENT_IMPLANT: frozenset({DOCTOR, NURSE}),
+    "changed-routine": frozenset({DOCTOR}), "infection": frozenset({DOCTOR}),
+}
+CRITICAL_TYPES = frozenset({"AllergyIntolerance", "Flag", "Condition"})
+# The citizen's own entries carry this tag (meta.tag); they never create access rights.
+OWN_ENTRY = "https://enjournal.no/fhir/CodeSystem/own-entry"
+OWN_ENTRY_TYPES = frozenset({"RelatedPerson", "Condition"})
 
 # Logins strong enough for health data: ID-porten "high" (and its older names), HelseID level 4.
 HIGH_ASSURANCE = frozenset({"idporten-loa-high", "Level4", "high", "4"})
@@ -222,12 +240,80 @@ def _personnel(subject: Subject, action: Action, target: PatientFacts, now: date
         if who.hpr_category is None:
             return deny("the HPR category of this health person is not known, so nothing may be written")
         if roles is not None and who.hpr_category not in roles:
+            if action.type in CRITICAL_TYPES:
+                return deny(f"critical information ({action.type}) is registered by doctors (LE); "
+                            f"health personnel of category {who.hpr_category} may not write it"
+                            + ("; nurses (SP) register only ongoing treatments and implants (Flag)"
+                               if who.hpr_category == NURSE else ""))
             return deny(f"health personnel of category {who.hpr_category} may not write {action.type} "
                         f"(allowed: {', '.join(sorted(roles))})")
     redact = ("address",) if target.shielded else ()
     basis = att.purpose or ""
     reason = {BTG: "break the glass", "ETREAT": "emergency treatment"}.get(basis, "care relationship attested")
     return allow(reason, basis, emergency=emergency, start_grant=start_grant, redact=redact)
+
+
+def critical_categories(resource: dict | None) -> list[str]:
+    """The critical-information category codes of ``resource`` (its category codings and the
+    category extension)."""
+    if not isinstance(resource, dict):
+        return []
+    out = []
+    for ext in resource.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == CRITICAL_CATEGORY_EXT:
+            coding = ext.get("valueCoding")
+            if isinstance(coding, dict) and coding.get("system") == CRITICAL_INFORMATION:
+                out.append(coding.get("code"))
+    categories = resource.get("category")
+    for concept in categories if isinstance(categories, list) else ():
+        for coding in (concept.get("coding") or ()) if isinstance(concept, dict) else ():
+            if isinstance(coding, dict) and coding.get("system") == CRITICAL_INFORMATION:
+                out.append(coding.get("code"))
+    return out
+
+
+def is_own_entry(resource: dict | None) -> bool:
+    """Whether ``resource`` carries the own-entry tag (written as the citizen's own entry)."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return any(isinstance(t, dict) and t.get("system") == OWN_ENTRY for t in tags or ())
+
+
+def content_problem(subject: Subject, type: str, resource: dict | None, old: dict | None) -> str:
+    """Why ``subject`` may not write this content of ``type`` ("" when it may): the rules that
+    depend on what is written, beside ``decide``. ``resource`` is the new content (None: a
+    delete), ``old`` the current one (None: a create).
+
+    - Health personnel: each critical-information category has the roles that may register it
+      (``CRITICAL_ROLES``): any doctor every category, nurses only ongoing treatments and
+      implants; a nurse's Flag must carry that category.
+    - Citizens (and proxies): RelatedPerson and Condition only as own entries (``OWN_ENTRY``
+      tag on the old and the new content), and never with a critical-information category.
+    """
+    who = subject.principal
+    if who.kind == PERSONNEL and type in CRITICAL_TYPES:
+        for content in (old, resource):
+            codes = critical_categories(content)
+            for code in codes:
+                roles = CRITICAL_ROLES.get(code)
+                if roles is None:
+                    return f"'{code}' is not a critical-information category ({CRITICAL_INFORMATION})"
+                if who.hpr_category not in roles:
+                    return (f"critical information of category '{code}' is registered by "
+                            f"{' or '.join(sorted(roles))} only; nurses (SP) register only ongoing "
+                            f"treatments and implants ('{TREATMENT_IMPLANT}')")
+            if who.hpr_category == NURSE and type == "Flag" and content is not None and not codes:
+                return (f"nurses (SP) register only critical information of category '{TREATMENT_IMPLANT}' "
+                        f"(ongoing treatments and implants): give it as Flag.category ({CRITICAL_INFORMATION})")
+    if who.kind == CITIZEN:
+        if type in CRITICAL_TYPES and (critical_categories(resource) or critical_categories(old)):
+            return "citizens may not write critical information: it is registered by health personnel"
+        if type in OWN_ENTRY_TYPES:
+            for content in (old, resource):
+                if content is not None and not is_own_entry(content):
+                    return (f"citizens may not write {type} except as their own entries (meta.tag "
+                            f"{OWN_ENTRY}); registered relatives and diagnoses are not theirs to change")
+    return ""
 
 
 def _citizen(subject: Subject, action: Action, target: PatientFacts, now: datetime) -> Decision:

@@ -16,9 +16,21 @@ _UNSUPPORTED_TYPES = {"special"}
 # on Patient (every patient) and on Group (its members), as its CapabilityStatement places them
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 _BULK_VERSION = "2.0.0"
+_SUMMARY = "https://enjournal.no/fhir/OperationDefinition"      # the summary care record (docs/summary.md)
+_CRITICAL_OPERATIONS = [
+    {"name": "confirm", "definition": f"{_SUMMARY}/confirm",
+     "documentation": "Mark critical information as confirmed now by the caller (docs/summary.md)"},
+    {"name": "entered-in-error", "definition": f"{_SUMMARY}/entered-in-error",
+     "documentation": "Mark critical information entered in error, with a reason (docs/summary.md)"},
+]
 _BULK_RESOURCE_OPERATIONS = {
     "Patient": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export|{_BULK_VERSION}",
-                 "documentation": "Bulk Data export of every patient's compartment"}],
+                 "documentation": "Bulk Data export of every patient's compartment"},
+                {"name": "summary", "definition": "http://hl7.org/fhir/uv/ips/OperationDefinition/summary",
+                 "documentation": "The summary care record (kjernejournal) as an IPS-shaped document Bundle "
+                                  "(docs/summary.md)"}],
+    "AllergyIntolerance": _CRITICAL_OPERATIONS,
+    "Flag": _CRITICAL_OPERATIONS,
     "Group": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export|{_BULK_VERSION}",
                "documentation": "Bulk Data export of the compartments of the Group's Patient members"}],
 }
