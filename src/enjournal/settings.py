@@ -68,6 +68,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Trusted OpenID issuers, comma-separated issuer URLs; their JWKS is found by OpenID discovery"),
     Setting("oidc_audience", str, "",
             "Accepted token audiences, comma-separated (default: the server's base URL)"),
+    Setting("session_idle_minutes", int, 30,
+            "Web front doors (/innbygger/, /helsepersonell/): minutes without a request before a login session ends"),
+    Setting("citizen_issuer", str, "",
+            "OpenID issuer URL the citizen portal (/innbygger/) logs in with (ID-porten-style; default: the built-in provider)"),
+    Setting("personnel_issuer", str, "",
+            "OpenID issuer URL the clinician workspace (/helsepersonell/) logs in with (HelseID-style; default: the built-in provider)"),
+    Setting("door_client_secret", str, "",
+            "Client secret the web front doors send to a configured issuer's token endpoint (default: none, a public client with PKCE)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -98,6 +106,10 @@ class Settings:
     builtin_idp: str = "auto"
     oidc_issuers: str = ""
     oidc_audience: str = ""
+    session_idle_minutes: int = 30
+    citizen_issuer: str = ""
+    personnel_issuer: str = ""
+    door_client_secret: str = ""
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         clean = {k: v for k, v in overrides.items() if v is not None}

@@ -18,6 +18,7 @@ import json
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from joserfc import jwt
@@ -47,6 +48,24 @@ DEFAULT_SCOPE = {
     SYSTEM: "system/*.cruds",
 }
 DEFAULT_CLIENT = {PERSONNEL: "enjournal-ehr", CITIZEN: "enjournal-portal", SYSTEM: "enjournal-system"}
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client registered with the built-in provider: the web front doors. Its redirect
+    URI must end at ``redirect_path`` (any host: the server may run on any port), and its
+    login page offers only personas of ``kind``."""
+    client_id: str
+    kind: str
+    redirect_path: str
+    name: str
+
+
+DOOR_CLIENTS = {c.client_id: c for c in (
+    Client("enjournal-portal", CITIZEN, "/innbygger/callback", "Helsenorge – innbyggerportalen (/innbygger/)"),
+    Client("enjournal-workspace", PERSONNEL, "/helsepersonell/callback",
+           "Arbeidsflate for helsepersonell (/helsepersonell/)"),
+)}
 # Scopes without a resource context that every kind of user may ask for in the browser flow
 _IDENTITY_SCOPES = ("openid", "fhirUser", "profile", "launch/patient", "offline_access", "online_access")
 _CONTEXTS_FOR = {PERSONNEL: ("patient", "user"), CITIZEN: ("patient",), SYSTEM: ("system",)}
@@ -122,6 +141,7 @@ class Provider:
         self.issuer = issuer.rstrip("/")
         self.audience = (audience or self.issuer).rstrip("/")
         self.personas = {p.key: p for p in personas}
+        self.clients = dict(DOOR_CLIENTS)     # registered clients; any other client id is accepted too
         self.clock = clock or time.time
         self.new_id = new_id or (lambda: uuid.uuid4().hex)
         self._key: ECKey | None = None

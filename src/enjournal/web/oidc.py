@@ -9,14 +9,20 @@
 
 Every endpoint is public. Errors follow RFC 6749 §5.2 (``{"error", "error_description"}``
 with 400 or 401), or §4.1.2.1 (a redirect back to the client with ``error``) once the
-redirect URI is known to be usable. Authorization codes live in this process's memory for
-60 seconds and are single-use; with several worker processes use client credentials or
-``enjournal token`` instead of the browser flow.
+redirect URI is known to be usable. Authorization codes last 60 seconds and are single-use;
+they are kept in the database (the store's ``job`` table, under a hash of the code), so the
+browser flow works with several worker processes.
+
+The web front doors are registered clients (``provider.DOOR_CLIENTS``): their redirect URI
+must end at the door's callback path, and the login page lists only the personas that
+door is for (citizens for ``enjournal-portal``, personnel for ``enjournal-workspace``).
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import re
 import secrets
 import threading
@@ -36,6 +42,11 @@ from ..access.principal import CITIZEN, PERSONNEL, PURPOSES, SYSTEM
 from ..fhir import norway
 
 CODE_SECONDS = 60
+CODE_KIND = "oidc-code"     # authorization codes are rows of the store's job table
+
+
+def _code_key(code: str) -> str:
+    return "oc-" + hashlib.sha256(code.encode()).hexdigest()[:40]
 _PKCE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _CORS = {"Access-Control-Allow-Origin": "*"}
@@ -196,19 +207,34 @@ class AuthorizationServer:
     async def authorize(self, request: Request) -> Response:
         try:
             if request.method == "GET":
-                auth = check_authorization_request(request.query_params, self.provider.audience)
+                auth = self._registered(check_authorization_request(request.query_params, self.provider.audience))
                 return self._login_page(auth)
             form = await _form(request)
-            auth = check_authorization_request(form, self.provider.audience)
+            auth = self._registered(check_authorization_request(form, self.provider.audience))
             return await run_in_threadpool(self._consent, auth, form)
         except OAuthError as exc:
             return exc.response()
 
+    def _client(self, client_id: str) -> Any:
+        return getattr(self.provider, "clients", {}).get(client_id)
+
+    def _registered(self, auth: AuthRequest) -> AuthRequest:
+        """``auth``, if its client is unregistered or its redirect URI is the registered
+        client's callback; an error page otherwise (the URI is not trusted: no redirect)."""
+        client = self._client(auth.client_id)
+        if client is not None and urlsplit(auth.redirect_uri).path != client.redirect_path:
+            raise OAuthError("invalid_request", f"redirect_uri of client {client.client_id} must end at "
+                             f"{client.redirect_path}")
+        return auth
+
     def _login_page(self, auth: AuthRequest) -> Response:
         personas = list(self.provider.personas.values())
+        client = self._client(auth.client_id)
+        kinds = (("Health personnel (HelseID)", PERSONNEL), ("Citizens (ID-porten)", CITIZEN))
         groups = [(title, [p for p in personas if p.kind == kind])
-                  for title, kind in (("Health personnel (HelseID)", PERSONNEL), ("Citizens (ID-porten)", CITIZEN))]
-        html = self.template.render(auth=auth, groups=groups, purposes=PURPOSES,
+                  for title, kind in kinds if client is None or client.kind == kind]
+        html = self.template.render(auth=auth, groups=groups, purposes=PURPOSES, client=client,
+                                    attest=client is None, personnel=PERSONNEL,
                                     launch_patient="launch/patient" in auth.scope.split(),
                                     redirect_host=urlsplit(auth.redirect_uri).netloc)
         return HTMLResponse(html, headers={**_NO_STORE, "X-Frame-Options": "DENY"})
@@ -221,7 +247,8 @@ class AuthorizationServer:
         if form.get("deny"):
             raise fail("access_denied", "the user declined")
         persona = self.provider.personas.get(form.get("persona") or "")
-        if persona is None or persona.kind == SYSTEM:
+        client = self._client(auth.client_id)
+        if persona is None or persona.kind == SYSTEM or client is not None and persona.kind != client.kind:
             raise OAuthError("invalid_request", "choose one of the personas on the page")
         try:
             scope = self.provider.grantable(persona, auth.scope)
@@ -255,8 +282,17 @@ class AuthorizationServer:
         return given, given.removeprefix("Patient/")
 
     def _remember(self, grant: Grant) -> str:
+        """A new code for ``grant``: kept in the database when the store can (so a code made
+        by one worker process is redeemed by another: the doors' logins), else in memory."""
         code = secrets.token_urlsafe(32)
         now = self.provider.clock()
+        store = self._code_store()
+        if store is not None:
+            body = json.dumps({**dataclasses.asdict(grant), "request": dataclasses.asdict(grant.request)})
+            store.job_put(_code_key(code), CODE_KIND, grant.persona, "active", body, int(now * 1000))
+            if hasattr(store, "job_sweep"):       # codes never redeemed: gone a minute after expiry
+                store.job_sweep(CODE_KIND, int((now - 2 * CODE_SECONDS) * 1000))
+            return code
         with self.lock:
             for old in [c for c, g in self.codes.items() if g.expires <= now]:
                 del self.codes[old]
@@ -265,11 +301,23 @@ class AuthorizationServer:
 
     def _redeem(self, code: str) -> Grant | None:
         """The grant of ``code``, removed so it cannot be used twice; None if unknown or expired."""
-        with self.lock:
-            grant = self.codes.pop(code, None)
+        store = self._code_store()
+        if store is not None:
+            row = store.job_take(_code_key(code)) if len(code) < 100 else None
+            if row is None or row[0] != CODE_KIND:
+                return None
+            state = json.loads(row[5])
+            grant = Grant(**{**state, "request": AuthRequest(**state["request"])})
+        else:
+            with self.lock:
+                grant = self.codes.pop(code, None)
         if grant is None or grant.expires <= self.provider.clock():
             return None
         return grant
+
+    def _code_store(self) -> Any:
+        store = getattr(self.provider, "repo", None)
+        return store if hasattr(store, "job_take") else None
 
     # -- token endpoint --------------------------------------------------------------------
 

@@ -491,6 +491,19 @@ class SqlRepository:
         with self._transaction("none") as conn:
             conn.execute("DELETE FROM job WHERE id = ?", (id,))
 
+    def job_sweep(self, kind: str, before_ms: int) -> int:
+        """Remove the rows of ``kind`` last updated before ``before_ms`` (ended door
+        sessions, unredeemed authorization codes); returns how many went."""
+        with self._transaction("none") as conn:
+            return conn.execute("DELETE FROM job WHERE kind = ? AND updated < ?", (kind, before_ms)).rowcount
+
+    def job_take(self, id: str) -> tuple | None:
+        """Remove a job's row and return it as ``job_get`` would, in one statement: of two
+        processes taking the same row, one gets it (single-use authorization codes)."""
+        with self._transaction("none") as conn:
+            return conn.execute("DELETE FROM job WHERE id = ? RETURNING kind, owner, status, created, updated, state",
+                                (id,)).fetchone()
+
     def _pid_for_write(self, conn: Any, url: str, unit: "SqlUnit") -> int:
         pid = self._pids.get(url)
         if pid is None:
