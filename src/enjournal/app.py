@@ -5,6 +5,7 @@ Only this module and ``cli.py`` choose concrete implementations.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -16,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from . import errors
 from .access.audit import AuditLog
@@ -29,6 +31,7 @@ from .fhir.searchparams import Registry
 from .services.export import ExportJobs
 from .services.resources import ResourceService
 from .services.searchparameters import CustomSearchParameters
+from .services.summary.service import SummaryService
 from .settings import Settings
 from .store import open_repository
 from .store.sqlite.repository import path_of
@@ -37,6 +40,7 @@ from .web.fast_read import FastRead
 from .web.fhir_api import FhirApi
 from .web.audit_api import AuditApi
 from .web.bulk_api import BulkApi
+from .web.summary_api import SummaryApi
 from .web.auth import Authenticate
 from .web.landing import landing_page
 from .access.provider import enabled as provider_enabled
@@ -44,6 +48,9 @@ from .services.personas import demo_provider
 from .web.oidc import AuthorizationServer, patient_finder
 from .web.responses import error_response
 from .web.shield import Shield
+from .web.doors import DoorsLayer, SessionStore
+from .web.portal import portal_door
+from .web.workspace import workspace_door
 
 log = logging.getLogger("enjournal")
 
@@ -67,6 +74,7 @@ class Platform:
         self.search_parameters.start()
         self.exports = ExportJobs(self.store, export_directory(settings), settings.export_file_resources,
                                   settings.export_max_jobs, int(settings.export_keep_hours * 3_600_000))
+        self.summary = SummaryService(self.resources, self.guard)    # docs/summary.md
 
     def close(self) -> None:
         self.exports.close()
@@ -120,18 +128,39 @@ def build_app(settings: Settings, clock: Callable[[], int] | None = None,
 
     routes = [Route("/", root, methods=["GET", "HEAD", "POST"])]
     platform.provider = None      # the built-in OpenID provider (docs/identity-provider.md)
+    platform.authorization_server = None
     audit_api = AuditApi(platform.store, platform.guard, platform.audit, api.base)
     api.log_readers["AuditEvent"] = audit_api.bundle_get
     routes += audit_api.routes()
     if provider_enabled(settings.builtin_idp, settings.database):
         platform.provider = demo_provider(settings, platform.store)
-        routes += AuthorizationServer(platform.provider, api.base, patient_finder(platform.resources)).routes()
+        platform.authorization_server = AuthorizationServer(platform.provider, api.base,
+                                                            patient_finder(platform.resources))
+        routes += platform.authorization_server.routes()
+    # the web front doors (web/doors): each is a Door with its own pages; their routes come
+    # before the FHIR API's, whose /{type} patterns would match /innbygger
+    platform.sessions = SessionStore(platform.store, settings.session_idle_minutes)
+    platform.doors = [
+        portal_door(platform, settings),            # /innbygger/ (web/portal)
+        workspace_door(platform, settings),         # /helsepersonell/ (web/workspace)
+    ]
+    for door in platform.doors:
+        routes += door.routes()
+    routes.append(Mount("/static", app=StaticFiles(packages=[("enjournal.web", "static")]), name="static"))
     routes += BulkApi(platform.exports, platform.repo, platform.guard, platform.registry, api.base,
                       settings.max_body_bytes).routes()
+    routes += SummaryApi(platform.summary, api.base, settings.max_body_bytes).routes()
     routes += api.routes()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # the code systems the platform publishes (CodeSystem/critical-information, ...)
+        await run_in_threadpool(platform.summary.seed)
+        # what is alive now (registry, templates, caches) lives as long as the process: keep
+        # it out of the cyclic collector's full passes, which otherwise stall requests that
+        # make many objects ($summary's p95: docs/performance.md)
+        gc.collect()
+        gc.freeze()
         yield
         # uvicorn re-raises SIGTERM after a graceful shutdown, so atexit handlers do not run:
         # stop the export jobs here (they are marked failed and their files removed), and
@@ -157,8 +186,9 @@ def build_asgi(settings: Settings, **kwargs: Any) -> Any:
     if settings.oidc_issuers:
         # fetch remote issuers' keys now, off the event loop, so the first token does not wait
         threading.Thread(target=verifier.prefetch, name="enjournal-jwks", daemon=True).start()
-    return Shield(Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
-                               platform.audit))
+    authenticate = Authenticate(FastRead(app, platform.resources), verifier, principal_from_claims, platform.facts,
+                                platform.audit)
+    return Shield(DoorsLayer(authenticate, platform.doors))
 
 
 def asgi_factory() -> Any:

@@ -31,14 +31,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # worker processes rebuild the app from the environment, so hand the settings over that way
     for s in settings_mod.SETTINGS:
         os.environ[s.env] = str(getattr(settings, s.name))
+    from .access.tokens import default_base
     from .app import Platform
-    Platform(settings).close()   # create or upgrade the schema once, before workers start
+    platform = Platform(settings)   # create or upgrade the schema once, before workers start
+    try:
+        _remember_base(platform, default_base(settings))
+    finally:
+        platform.close()
     print(f"enjournal serving {settings.database} on http://{settings.host}:{settings.port}/", flush=True)
     from .web.shield import http_protocol
     uvicorn.run("enjournal.app:asgi_factory", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level="warning",
                 access_log=False, loop="auto", http=http_protocol())
     return 0
+
+
+# the public base URL `enjournal serve` last started with, kept in the database so that
+# `enjournal token` signs for that server (issuer and audience) without being told its port
+SERVED_BASE_SETTING = "serve.base_url"
+_BASE_SETTINGS = ("base_url", "host", "port")
+
+
+def _remember_base(platform, base: str) -> None:
+    from .access.context import system_context, use
+    if platform.store.get_setting(SERVED_BASE_SETTING) == base:
+        return
+    with use(system_context("enjournal serve")):
+        with platform.store.unit() as unit:
+            unit.set_setting(SERVED_BASE_SETTING, base)
+
+
+def _token_settings(args: argparse.Namespace) -> tuple[settings_mod.Settings, str]:
+    """The settings ``enjournal token`` signs with, and where its base URL came from: the
+    flags or ``ENJOURNAL_*`` variables when given, else the base URL ``enjournal serve`` last
+    ran at with this database, else the default (http://127.0.0.1:8080)."""
+    settings = _settings(args)
+    given = any(getattr(args, name, None) is not None for name in _BASE_SETTINGS) or \
+        any(s.env in os.environ for s in settings_mod.SETTINGS if s.name in _BASE_SETTINGS)
+    if given:
+        return settings, "given"
+    from .store.sqlite.repository import path_of
+    if settings.database.startswith("sqlite:") and not os.path.exists(path_of(settings.database)):
+        return settings, "default"
+    from .fhir.searchparams import Registry
+    from .store import open_repository
+    store = open_repository(settings.database, Registry.default())
+    try:
+        served = store.get_setting(SERVED_BASE_SETTING)
+    finally:
+        store.close()
+    if served:
+        return settings.with_overrides(base_url=served), "served"
+    return settings, "default"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,7 +132,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from .app import Platform
     from .services.personas import demo_personas, demo_provider
     from .web.oidc import patient_finder
-    settings = _settings(args)
+    settings, _ = _token_settings(args)
     personas = {p.key: p for p in demo_personas()}
     if not args.client_secret and args.persona not in personas:
         print(f"unknown persona {args.persona!r}; choose one of:" if args.persona else "choose a persona:",
@@ -173,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("token", help="print a bearer token for a demo persona (built-in identity provider)")
     _add_settings(p, ["database", "base_url", "host", "port", "builtin_idp"])
+    p.add_argument("--base", dest="base_url", default=None,
+                   help="the server's base URL, e.g. http://127.0.0.1:9090 (same as --base-url; default: "
+                        "where `enjournal serve` last ran with this database)")
     p.add_argument("persona", nargs="?", default="", help="gp, nurse, doctor, silje, else, system, ...")
     p.add_argument("--scope", default=None, help="scope string (default: the persona kind's)")
     p.add_argument("--patient", default=None, help="Patient id, Patient/<id> or fødselsnummer")

@@ -659,6 +659,48 @@ def test_finished_jobs_expire_and_are_swept(data, tmp_path):
     jobs.close()
 
 
+class _SlowTail:
+    """An export's audit record whose last close (the worker's ``finally``, after the job is
+    complete) takes a while: the worker is still alive when a client sees the job complete."""
+
+    def __init__(self):
+        self.closes = 0
+        self.rows = 0
+
+    def __call__(self, rows: list) -> None:
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.closes += 1
+        if self.closes > 1:
+            time.sleep(0.05)
+
+
+def test_a_complete_job_is_swept_while_its_worker_is_still_finishing(data, tmp_path):
+    """The race behind a flaky run: a job reads as complete while its worker thread is still
+    listed as running, so a sweep after it expired left it in place. Every round here makes
+    that window wide; each complete, expired job must be swept at once."""
+    now = [data.platform.store.clock()]
+    jobs = ExportJobs(data.platform.store, tmp_path / "exports", keep_ms=60_000, clock=lambda: now[0])
+    started = []
+    try:
+        for _ in range(20):
+            job = jobs.new_id()
+            started.append(f"enjournal-export-{job[:8]}")
+            tail = _SlowTail()
+            jobs.start(job, _request(), "test|race", ("Organization",), None, record=tail)
+            assert _wait_status(jobs, job, "test|race") == "complete"
+            assert tail.rows >= 1
+            now[0] += 61_000
+            jobs.sweep()
+            assert not (tmp_path / "exports" / job).exists(), "an expired, complete job was not swept"
+            assert data.platform.store.job_get(job) is None
+    finally:
+        jobs.close()
+    alive = [t.name for t in threading.enumerate() if t.name in started]
+    assert not alive, f"close() returned before these workers ended: {alive}"
+
+
 def test_a_job_whose_process_is_gone_is_failed(data, tmp_path):
     now = [data.platform.store.clock()]
     jobs = ExportJobs(data.platform.store, tmp_path / "exports", clock=lambda: now[0])

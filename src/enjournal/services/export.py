@@ -179,7 +179,8 @@ class ExportJobs:
         self.max_jobs = max_jobs
         self.keep_ms = keep_ms
         self.clock = clock or store.clock
-        self._threads: dict[str, threading.Thread] = {}
+        self._threads: dict[str, threading.Thread] = {}     # jobs not yet finished (see _finish)
+        self._workers: set[threading.Thread] = set()         # threads still running, for close()
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._at_exit = False
@@ -231,6 +232,7 @@ class ExportJobs:
                 atexit.register(self.close)
                 self._at_exit = True
             self._threads[job] = thread
+            self._workers.add(thread)
             thread.start()
 
     def status(self, job: str, owner: str) -> tuple[str, dict, int]:
@@ -278,8 +280,9 @@ class ExportJobs:
         except OSError:
             return
         for job in entries:
-            if job in self._threads:
-                continue
+            with self._lock:        # a job leaves _threads in the same step that finishes it (_finish)
+                if job in self._threads:
+                    continue
             row = self.store.job_get(job)
             if row is None:
                 continue
@@ -295,7 +298,9 @@ class ExportJobs:
     def close(self) -> None:
         """Stop the running jobs (they are marked failed and their files removed)."""
         self._closing.set()
-        for thread in list(self._threads.values()):
+        with self._lock:
+            workers = list(self._workers)
+        for thread in workers:
             thread.join(timeout=30)
         if self._at_exit:
             atexit.unregister(self.close)
@@ -360,7 +365,7 @@ class ExportJobs:
             state["deleted"] = gone_writer.manifest()
             # the files are complete before the one update that makes them visible; a
             # cancelled job's row stays cancelled (job_put does not overwrite it)
-            self.store.job_put(job, KIND, owner, COMPLETE, _json(state), self.clock())
+            self._finish(job, owner, COMPLETE, state)
             if self._cancelled(job):
                 shutil.rmtree(folder, ignore_errors=True)
         except Exception as exc:        # the job failed, not a request: its status says so (500)
@@ -372,7 +377,7 @@ class ExportJobs:
                     return
                 log.exception("export %s failed", job)
                 state["error"] = f"the export failed: {type(exc).__name__}; start a new export"
-                self.store.job_put(job, KIND, owner, FAILED, _json(state), self.clock())
+                self._finish(job, owner, FAILED, state)
             except Exception:
                 log.exception("export %s: its failure could not be recorded", job)
         finally:
@@ -383,6 +388,7 @@ class ExportJobs:
                     log.exception("export %s: its reads could not be recorded", job)
             with self._lock:
                 self._threads.pop(job, None)
+                self._workers.discard(threading.current_thread())
 
     def _stopped(self, job: str, owner: str, state: dict, *writers: "_Files") -> bool:
         """Cancelled, or the server is stopping (the job is then failed): files removed."""
@@ -394,8 +400,17 @@ class ExportJobs:
         shutil.rmtree(self.directory / job, ignore_errors=True)
         if closing:
             state["error"] = "the server stopped before the export finished; start a new export"
-            self.store.job_put(job, KIND, owner, FAILED, _json(state), self.clock())
+            self._finish(job, owner, FAILED, state)
         return True
+
+    def _finish(self, job: str, owner: str, status: str, state: dict) -> None:
+        """Record the job's final status and drop its thread from ``_threads`` in one step
+        (under the lock), so that whoever sees the job finished also sees it no longer
+        running here: a sweep then removes it once it expires, even while the thread is
+        still finishing (closing the audit record)."""
+        with self._lock:
+            self.store.job_put(job, KIND, owner, status, _json(state), self.clock())
+            self._threads.pop(job, None)
 
     def _cancelled(self, job: str) -> bool:
         row = self.store.job_get(job)
