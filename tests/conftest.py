@@ -199,3 +199,34 @@ def _drop_pg_databases():
 def pg_url():
     """The URL of a fresh, empty PostgreSQL database in the test cluster."""
     return new_pg_database()
+
+
+# -- the demo population on a server (docs/demo.md, seed 2026) ---------------------------------
+
+DEMO_PEOPLE = {"silje": "25848531440", "hakon": "02828307595", "sara": "19841856050", "jakob": "19861286366",
+               "maja": "10880984069", "else": "18854005231", "olav": "01923404518"}
+
+
+def demo_server(tmp_path_factory, name: str, backend: str = "sqlite", people: int = 30):
+    """A server on ``backend`` holding the demo population (``people`` households' worth);
+    the caller stops it. For module fixtures: ``server = demo_server(...); yield server;
+    server.stop()``."""
+    from enjournal.access.context import system_context, use
+    from enjournal.services.demo import load_demo
+    server = start_server(tmp_path_factory.mktemp(name), backend)
+    with use(system_context("tests")):
+        load_demo(server.platform.resources, people=people)
+    return server
+
+
+def patient_ids(server, people: dict[str, str] | None = None) -> dict[str, str]:
+    """The Patient ids of demo people (first name -> fødselsnummer; default ``DEMO_PEOPLE``)
+    by first name, looked up with the system token (each must be found exactly once)."""
+    out = {}
+    with httpx.Client(base_url=server.base, timeout=60, headers={"Accept": "application/fhir+json"}) as http:
+        for name, fnr in (people or DEMO_PEOPLE).items():
+            r = http.get("/Patient", params={"identifier": f"urn:oid:2.16.578.1.12.4.1.4.1|{fnr}"},
+                         headers=server.auth)
+            assert r.status_code == 200 and len(r.json()["entry"]) == 1, r.text
+            out[name] = r.json()["entry"][0]["resource"]["id"]
+    return out

@@ -9,9 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from enjournal.access.context import system_context, use
-from enjournal.services.demo import load_demo
-from tests.conftest import BACKENDS, start_server
+from tests.conftest import BACKENDS, demo_server, patient_ids
 
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
 FHIR_JSON = "application/fhir+json"
@@ -23,9 +21,7 @@ CITIZEN_WRITES = "patient/*.rs patient/Consent.cu patient/Communication.c patien
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def demo(request, tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("demo"), request.param)
-    with use(system_context("tests")):
-        load_demo(server.platform.resources, people=30)
+    server = demo_server(tmp_path_factory, "demo", request.param)
     yield server
     server.stop()
 
@@ -38,14 +34,9 @@ def web(demo):
 
 
 @pytest.fixture(scope="module")
-def people(demo, web):
+def people(demo):
     """Patient ids of the demo people, by first name."""
-    out = {}
-    for name, fnr in PEOPLE.items():
-        r = web.get("/Patient", params={"identifier": f"{FNR}|{fnr}"}, headers=demo.auth)
-        assert r.status_code == 200 and len(r.json()["entry"]) == 1, r.text
-        out[name] = r.json()["entry"][0]["resource"]["id"]
-    return out
+    return patient_ids(demo, PEOPLE)
 
 
 def as_gp(demo, patient_id: str, purpose: str = "TREAT", **more) -> dict:

@@ -33,7 +33,7 @@ from joserfc.jwk import ECKey
 
 from enjournal.access.context import system_context, use
 from enjournal.services.demo import load_demo
-from tests.conftest import start_server
+from tests.conftest import demo_server, patient_ids, start_server
 
 ENJOURNAL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "enjournal"
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
@@ -58,9 +58,7 @@ CITIZEN_WRITES = "patient/*.rs patient/Consent.cu patient/Communication.c patien
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("access-http"))
-    with use(system_context("tests")):
-        load_demo(server.platform.resources, people=30)
+    server = demo_server(tmp_path_factory, "access-http")
     yield server
     server.stop()
 
@@ -73,16 +71,9 @@ def http(srv):
 
 
 @pytest.fixture(scope="module")
-def ids(srv, http):
+def ids(srv):
     """Patient ids by person, looked up by fødselsnummer with the system token."""
-    out = {}
-    for name, fnr in PEOPLE.items():
-        r = http.get("/Patient", params={"identifier": f"{FNR}|{fnr}"}, headers=srv.auth)
-        assert r.status_code == 200, r.text
-        found = r.json()["entry"]
-        assert len(found) == 1, name
-        out[name] = found[0]["resource"]["id"]
-    return out
+    return patient_ids(srv, PEOPLE)
 
 
 @pytest.fixture(scope="module")

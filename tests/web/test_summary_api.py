@@ -9,11 +9,9 @@ import httpx
 import pytest
 from fhirpy import SyncFHIRClient
 
-from enjournal.access.context import system_context, use
-from enjournal.services.demo import load_demo
 from enjournal.services.personas import demo_personas
 from enjournal.services.summary import codes
-from tests.conftest import BACKENDS, start_server
+from tests.conftest import BACKENDS, demo_server, patient_ids
 
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
 HPR = "urn:oid:2.16.578.1.12.4.1.4.4"
@@ -28,9 +26,7 @@ CITIZEN_SCOPE = ("patient/*.rs patient/Consent.cud patient/Communication.c patie
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def srv(request, tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("summary"), request.param)
-    with use(system_context("tests")):
-        load_demo(server.platform.resources, people=30)
+    server = demo_server(tmp_path_factory, "summary", request.param)
     yield server
     server.stop()
 
@@ -42,13 +38,8 @@ def http(srv):
 
 
 @pytest.fixture(scope="module")
-def ids(srv, http):
-    out = {}
-    for name, fnr in PEOPLE.items():
-        r = http.get("/Patient", params={"identifier": f"{FNR}|{fnr}"}, headers=srv.auth)
-        assert r.status_code == 200 and len(r.json()["entry"]) == 1, r.text
-        out[name] = r.json()["entry"][0]["resource"]["id"]
-    return out
+def ids(srv):
+    return patient_ids(srv, PEOPLE)
 
 
 # -- helpers --------------------------------------------------------------------------------

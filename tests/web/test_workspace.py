@@ -11,10 +11,8 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from enjournal.access.context import system_context, use
 from enjournal.fhir import norway
-from enjournal.services.demo import load_demo
-from tests.conftest import start_server
+from tests.conftest import demo_server
 
 WS = "/helsepersonell"
 JAKOB = "19861286366"          # 14, peanut allergy, GP demo-gp-1 (the `gp` persona)
@@ -25,9 +23,7 @@ CRITICAL = "https://enjournal.no/fhir/CodeSystem/critical-information"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("ws"))
-    with use(system_context("test demo")):
-        load_demo(server.platform.resources, people=12)
+    server = demo_server(tmp_path_factory, "ws", people=12)
     yield server
     server.stop()
 

@@ -4,14 +4,12 @@ Own entries round-trip into FHIR, bad input names the field and saves nothing, a
 hold on the service path as on the API."""
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from enjournal import errors
 from enjournal.access.context import AccessContext, system_context, use
-from enjournal.services.demo import load_demo
 from enjournal.web.auth import Authenticate
-from tests.conftest import BACKENDS, start_server
+from tests.conftest import BACKENDS, demo_server, patient_ids
 
 FNR = "urn:oid:2.16.578.1.12.4.1.4.1"
 PEOPLE = {"silje": "25848531440", "sara": "19841856050", "jakob": "19861286366", "else": "18854005231"}
@@ -21,21 +19,14 @@ SCOPE = ("patient/*.rs patient/Consent.cud patient/Observation.cud patient/Relat
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def srv(request, tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("summary-service"), request.param)
-    with use(system_context("tests")):
-        load_demo(server.platform.resources, people=30)
+    server = demo_server(tmp_path_factory, "summary-service", request.param)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def ids(srv):
-    out = {}
-    with httpx.Client(base_url=srv.base, timeout=60) as http:
-        for name, fnr in PEOPLE.items():
-            r = http.get("/Patient", params={"identifier": f"{FNR}|{fnr}"}, headers=srv.auth)
-            out[name] = r.json()["entry"][0]["resource"]["id"]
-    return out
+    return patient_ids(srv, PEOPLE)
 
 
 def as_(srv, persona: str, **attestation) -> AccessContext:
