@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 from .. import errors
-from ..fhir import jsonio
+from ..fhir import jsonio, norway
 from ..fhir import query as fq
 from ..fhir.compartments import compartment_params, compartment_types
 from ..fhir.index_values import Reference
@@ -30,7 +30,7 @@ from ..store import Page, Stored
 from . import scopes as sc
 from .context import AccessContext, Touched, current
 from .facts import FactsLoader
-from .policy import CRITICAL_TYPES, OWN_ENTRY_TYPES, Action, Decision, content_problem, decide, grant_until
+from .policy import CRITICAL_TYPES, OSLO, OWN_ENTRY_TYPES, Action, Decision, content_problem, decide, grant_until
 from .principal import CITIZEN, SYSTEM
 
 PATIENT_TYPES = frozenset(compartment_types("Patient")) | {"Patient"}
@@ -182,7 +182,7 @@ class Guard:
         if not number:
             return ""
         try:
-            query = fq.parse("Organization", [("identifier", f"urn:oid:2.16.578.1.12.4.1.4.101|{number}")],
+            query = fq.parse("Organization", [("identifier", f"{norway.ENH}|{number}")],
                              self.store.registry, default_count=1, max_count=1)
             found = self.store.load(self.store.search(query).keys)
             return str(jsonio.loads(found[0].body).get("name") or "") if found else ""
@@ -435,8 +435,7 @@ class Guard:
 def emergency_notice(patient: str, who: Any, purpose: str, reason: str, now: datetime, org_name: str = "") -> dict:
     """The Communication that tells a citizen about an emergency access to their record:
     who (name, HPR number), which organisation, when and why, in bokmål."""
-    from zoneinfo import ZoneInfo
-    local = now.astimezone(ZoneInfo("Europe/Oslo"))
+    local = now.astimezone(OSLO)
     org = org_name or who.org_name or (f"organisasjonsnummer {who.org}" if who.org else "ukjent virksomhet")
     basis = {"BTG": "bryte glasset", "ETREAT": "akutt helsehjelp"}.get(purpose, purpose)
     text = (f"{who.name or 'Helsepersonell'} (HPR-nummer {who.hpr}) ved {org} åpnet kjernejournalen din "
@@ -444,7 +443,7 @@ def emergency_notice(patient: str, who: Any, purpose: str, reason: str, now: dat
             "Tilgangen er logget og blir kontrollert. Du ser den i Logg over bruk.")
     sender: dict = {"display": who.name or "Helsepersonell"}
     if who.hpr:
-        sender["identifier"] = {"system": "urn:oid:2.16.578.1.12.4.1.4.4", "value": who.hpr}
+        sender["identifier"] = {"system": norway.HPR, "value": who.hpr}
     return {
         "resourceType": "Communication", "status": "completed",
         "category": [{"coding": [{"system": COMMUNICATION_CATEGORY, "code": "notification"},

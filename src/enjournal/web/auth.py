@@ -179,7 +179,7 @@ def base_of(scope: dict) -> str:
     return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}" if host else ""
 
 
-_ACCESS_HEADERS = ("authorization", "x-purpose-of-use", "x-patient", "x-access-reason", "x-consent-declared")
+ACCESS_HEADERS = ("authorization", "x-purpose-of-use", "x-patient", "x-access-reason", "x-consent-declared")
 
 
 def _headers(scope: dict) -> dict[str, str]:
@@ -189,7 +189,7 @@ def _headers(scope: dict) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1").lower()
-        if key in _ACCESS_HEADERS:
+        if key in ACCESS_HEADERS:
             if key in out:
                 raise errors.Invalid(f"the request has more than one {name.decode('latin-1')} header: send one",
                                      name.decode("latin-1"))

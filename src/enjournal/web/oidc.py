@@ -25,7 +25,6 @@ import hashlib
 import json
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import unquote, urlencode, urlsplit
@@ -176,8 +175,6 @@ class AuthorizationServer:
         self.base_of = base_of or (lambda request: str(request.base_url).rstrip("/"))
         self.find_patient = find_patient or (lambda pid: None)
         self.lifetime = lifetime
-        self.codes: dict[str, Grant] = {}
-        self.lock = threading.Lock()
         env = Environment(loader=PackageLoader("enjournal.web", "templates"), autoescape=select_autoescape())
         self.template = env.get_template("login.html")
 
@@ -282,42 +279,26 @@ class AuthorizationServer:
         return given, given.removeprefix("Patient/")
 
     def _remember(self, grant: Grant) -> str:
-        """A new code for ``grant``: kept in the database when the store can (so a code made
-        by one worker process is redeemed by another: the doors' logins), else in memory."""
+        """A new code for ``grant``, kept in the database (so a code made by one worker
+        process is redeemed by another); codes never redeemed go a minute after expiry."""
         code = secrets.token_urlsafe(32)
         now = self.provider.clock()
-        store = self._code_store()
-        if store is not None:
-            body = json.dumps({**dataclasses.asdict(grant), "request": dataclasses.asdict(grant.request)})
-            store.job_put(_code_key(code), CODE_KIND, grant.persona, "active", body, int(now * 1000))
-            if hasattr(store, "job_sweep"):       # codes never redeemed: gone a minute after expiry
-                store.job_sweep(CODE_KIND, int((now - 2 * CODE_SECONDS) * 1000))
-            return code
-        with self.lock:
-            for old in [c for c, g in self.codes.items() if g.expires <= now]:
-                del self.codes[old]
-            self.codes[code] = grant
+        store = self.provider.repo
+        body = json.dumps({**dataclasses.asdict(grant), "request": dataclasses.asdict(grant.request)})
+        store.job_put(_code_key(code), CODE_KIND, grant.persona, "active", body, int(now * 1000))
+        store.job_sweep(CODE_KIND, int((now - 2 * CODE_SECONDS) * 1000))
         return code
 
     def _redeem(self, code: str) -> Grant | None:
         """The grant of ``code``, removed so it cannot be used twice; None if unknown or expired."""
-        store = self._code_store()
-        if store is not None:
-            row = store.job_take(_code_key(code)) if len(code) < 100 else None
-            if row is None or row[0] != CODE_KIND:
-                return None
-            state = json.loads(row[5])
-            grant = Grant(**{**state, "request": AuthRequest(**state["request"])})
-        else:
-            with self.lock:
-                grant = self.codes.pop(code, None)
-        if grant is None or grant.expires <= self.provider.clock():
+        row = self.provider.repo.job_take(_code_key(code)) if len(code) < 100 else None
+        if row is None or row[0] != CODE_KIND:
+            return None
+        state = json.loads(row[5])
+        grant = Grant(**{**state, "request": AuthRequest(**state["request"])})
+        if grant.expires <= self.provider.clock():
             return None
         return grant
-
-    def _code_store(self) -> Any:
-        store = getattr(self.provider, "repo", None)
-        return store if hasattr(store, "job_take") else None
 
     # -- token endpoint --------------------------------------------------------------------
 
