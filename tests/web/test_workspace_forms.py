@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from enjournal.services.summary.document import LOCKED_EXT
 from enjournal.web.workspace import lookup, purpose, summary_view as sv
 
 
@@ -28,6 +29,12 @@ def test_a_name_search_needs_a_name_and_a_whole_birth_date():
     assert problems == {} and found.name == "Kari Nordmann" and found.birth_date == date(1932, 1, 2)
     assert lookup.check_lookup({"name": "Kari", "birthdate": "01.01.2999"})[1] == {
         "birthdate": "Fødselsdatoen er fram i tid"}
+
+
+def test_synthetic_numbers_only_where_allowed():
+    assert lookup.check_lookup({"number": "17859012663"})[0].number == "17859012663"
+    found, problems = lookup.check_lookup({"number": "17859012663"}, allow_synthetic=False)
+    assert found is None and set(problems) == {"number"}
 
 
 def test_masked_shows_only_the_birth_date_part():
@@ -75,7 +82,8 @@ def test_sections_put_critical_information_first_and_show_locks():
     bundle = _bundle(
         {"title": "Vaksiner", "code": {"coding": [{"code": "11369-6"}]}, "entry": [{"reference": "urn:uuid:i1"}]},
         {"title": "Legemidler", "code": {"coding": [{"code": "10160-0"}]},
-         "emptyReason": {"coding": [{"code": "withheld"}]}, "text": {"div": "<div>locked: declare consent</div>"}},
+         "emptyReason": {"coding": [{"code": "withheld"}]}, "text": {"div": "<div>locked: declare consent</div>"},
+         "extension": [{"url": LOCKED_EXT, "valueString": "the patient has restricted the section"}]},
         {"title": "Allergier", "code": {"coding": [{"code": "48765-2"}]}, "entry": [{"reference": "urn:uuid:a1"}]},
         resources=[allergy, vaccine])
     shown = sv.sections(bundle)
@@ -84,6 +92,15 @@ def test_sections_put_critical_information_first_and_show_locks():
     assert ("Kritikalitet", "Høy", True) in shown[0].items[0].facts
     assert shown[1].items[0].facts == [("Dato", "19.09.2013", False)]
     assert shown[2].locked and not shown[2].items
+
+
+def test_a_section_is_locked_by_its_marker_not_by_its_words():
+    flag = {"resourceType": "Flag", "id": "f1", "code": {"text": "Restricted diet"}, "status": "active"}
+    bundle = _bundle({"title": "Kritisk informasjon", "code": {"coding": [{"code": "104605-1"}]},
+                      "text": {"div": "<div><ul><li>Restricted diet: locked ward</li></ul></div>"},
+                      "entry": [{"reference": "urn:uuid:f1"}]}, resources=[flag])
+    shown = sv.sections(bundle)
+    assert not shown[0].locked and shown[0].items[0].title == "Restricted diet"
 
 
 def test_the_banner():

@@ -235,7 +235,11 @@ def view(resource: dict) -> dict:
 
 def sort_key(resource: dict) -> tuple:
     """Critical first: high criticality and non-hypersensitivity entries, then by category."""
-    v = view(resource)
+    return view_sort_key(view(resource))
+
+
+def view_sort_key(v: dict) -> tuple:
+    """``sort_key`` for an entry already made into a ``view``."""
     return (0 if v["critical"] else 1, codes.ORDER.get(v["category"] or "", 99), v["text"] or "")
 
 

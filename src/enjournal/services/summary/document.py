@@ -64,6 +64,15 @@ class Section:
     lines: list = field(default_factory=list)      # narrative lines for entries without a resource
 
 
+LOCKED_EXT = f"{codes.SD}/section-locked"
+
+
+def is_locked(section: dict) -> bool:
+    """Whether a section of a document ``build`` made is locked (its marker, not its words:
+    an entry's narrative may well say "restricted")."""
+    return any(isinstance(x, dict) and x.get("url") == LOCKED_EXT for x in section.get("extension") or ())
+
+
 def build(patient_id: str, patient: dict | None, sections: list[Section], now: str, base: str,
           bundle_id: str, composition_id: str) -> dict:
     """The document Bundle: the Composition first, then the Patient (when readable), then
@@ -78,7 +87,7 @@ def build(patient_id: str, patient: dict | None, sections: list[Section], now: s
             out["text"] = _div(f"<p>{LOCKED_TEXT} ({LOCKED_TEXT_EN}).</p>")
             out["emptyReason"] = {"coding": [{"system": EMPTY_REASON, "code": "withheld",
                                               "display": "Information Withheld"}], "text": LOCKED_TEXT}
-            out["extension"] = [{"url": f"{codes.SD}/section-locked", "valueString": section.locked}]
+            out["extension"] = [{"url": LOCKED_EXT, "valueString": section.locked}]
             comp_sections.append(out)
             continue
         refs = []

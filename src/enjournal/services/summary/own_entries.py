@@ -65,11 +65,15 @@ def contact(patient_id: str, name: Any, relationship: Any, phone: Any, note: Any
     return resource
 
 
+def name_text(name: dict) -> str:
+    """A HumanName as one line: its text, else given names and family name."""
+    return name.get("text") or " ".join(name.get("given", []) + [name.get("family", "")]).strip()
+
+
 def contact_view(resource: dict) -> dict:
     rel = [r.get("text") for r in resource.get("relationship", []) if r.get("text")]
     phones = [t.get("value") for t in resource.get("telecom", []) if t.get("system") == "phone"]
-    name = (resource.get("name") or [{}])[0]
-    return {"id": resource.get("id"), "name": name.get("text") or " ".join(name.get("given", []) + [name.get("family", "")]).strip(),
+    return {"id": resource.get("id"), "name": name_text((resource.get("name") or [{}])[0]),
             "relationship": rel[0] if rel else None, "phone": phones[0] if phones else None,
             "own_entry": is_own_entry(resource),
             "note": next((e.get("valueString") for e in resource.get("extension", [])

@@ -40,18 +40,17 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
-from zoneinfo import ZoneInfo
 
 import orjson
 
 from ... import errors
 from ...access.context import current, system_context, use
-from ...access.policy import OWN_ENTRY, is_own_entry
+from ...access.policy import OSLO, OWN_ENTRY, is_own_entry
 from ...fhir import jsonio, norway
 from . import codes, critical, document, donor_card, own_entries
+from .critical import _code
 from .document import Section
 
-OSLO = ZoneInfo("Europe/Oslo")
 BLOCKED = "blocked this health person from the record"
 CRITICAL_TYPES = ("AllergyIntolerance", "Flag")
 RECENT = 20         # newest procedures
@@ -122,8 +121,7 @@ class SummaryService:
             found, _ = self._search("Practitioner", [("identifier", f"{norway.HPR}|{who.hpr}")], 1)
             if found:
                 p = found[0]
-                name = (p.get("name") or [{}])[0]
-                shown = name.get("text") or " ".join(name.get("given", []) + [name.get("family", "")]).strip()
+                shown = own_entries.name_text((p.get("name") or [{}])[0])
                 return {"reference": f"Practitioner/{p['id']}", "display": shown or who.name}
             return {"identifier": {"system": norway.HPR, "value": who.hpr}, "display": who.name or who.hpr}
         return {"display": who.name or "innbygger"}
@@ -151,8 +149,8 @@ class SummaryService:
         found = []
         for type_ in CRITICAL_TYPES:
             found += self._search(type_, [("patient", f"Patient/{patient_id}")])[0]
-        current_entries = [r for r in found if critical.is_current(r)]
-        return [critical.view(r) for r in sorted(current_entries, key=critical.sort_key)]
+        views = [critical.view(r) for r in found if critical.is_current(r)]
+        return sorted(views, key=critical.view_sort_key)
 
     def register_critical(self, patient_id: str, category: str, text: str, code: dict | None = None,
                           verification: str = "confirmed", note: str | None = None, **extra: Any) -> dict:
@@ -178,18 +176,17 @@ class SummaryService:
 
     # -- the citizen's own entries ---------------------------------------------------------
 
-    def _own(self, patient_id: str, type_: str, kind: str, params: list | None = None,
-             raw: dict | None = None) -> list[dict]:
-        found, _ = self._search(type_, [("patient", f"Patient/{patient_id}"),
-                                        ("_tag", f"{OWN_ENTRY}|{kind}".replace("{OWN_ENTRY}", OWN_ENTRY))]
-                                + (params or []), raw=raw)
+    def _own(self, patient_id: str, type_: str, *kinds: str, raw: dict | None = None) -> list[dict]:
+        """The patient's ``type_`` resources tagged as own entries of one of ``kinds``."""
+        tags = ",".join(f"{OWN_ENTRY}|{kind}" for kind in kinds)
+        found, _ = self._search(type_, [("patient", f"Patient/{patient_id}"), ("_tag", tags)], raw=raw)
         return found
 
     def own_entries(self, patient_id: str) -> dict:
         """The citizen's own entries: contacts (own and registered), illnesses, needs,
         interpreter, donor_card (the active or last withdrawn one; None when never made)."""
         related, _ = self._search("RelatedPerson", [("patient", f"Patient/{patient_id}")])
-        observations = self._own(patient_id, "Observation", "needs,{OWN_ENTRY}|interpreter")
+        observations = self._own(patient_id, "Observation", "needs", "interpreter")
         needs = [o for o in observations if own_entries.kind_of(o) == "needs"]
         interpreter = [o for o in observations if own_entries.kind_of(o) == "interpreter"]
         cards = self._own(patient_id, "Consent", "donor-card")
@@ -242,16 +239,19 @@ class SummaryService:
         return self._save_single(patient_id, "interpreter",
                                  own_entries.interpreter(patient_id, needed, language, self._now()))
 
+    def _active_cards(self, patient_id: str, raw: dict | None = None) -> list[dict]:
+        return [c for c in self._own(patient_id, "Consent", "donor-card", raw=raw) if c.get("status") == "active"]
+
     def save_donor_card(self, patient_id: str, consent: str, witnesses: list[dict]) -> dict:
         """Make or replace the donor card (the active one gets a new version)."""
         resource = donor_card.donor_card(patient_id, consent, witnesses, self._now(), self._today())
-        active = [c for c in self._own(patient_id, "Consent", "donor-card") if c.get("status") == "active"]
+        active = self._active_cards(patient_id)
         if active:
             return self._write(resource, active[0]["id"], active[0]["meta"]["versionId"])
         return self._write(resource)
 
     def withdraw_donor_card(self, patient_id: str) -> dict:
-        active = [c for c in self._own(patient_id, "Consent", "donor-card") if c.get("status") == "active"]
+        active = self._active_cards(patient_id)
         if not active:
             raise errors.NotFound("there is no donor card to withdraw", "donor_card")
         card = active[0]
@@ -332,8 +332,7 @@ class SummaryService:
             shown = sorted((r for r in allergies if critical.is_current(r)), key=critical.sort_key)
             out["allergies"].entries = shown
         flags = gather("alerts", ("Flag", [], ALL))
-        for key in ("advance-directives",):
-            out[key] = Section(key, locked=out["alerts"].locked)
+        out["advance-directives"] = Section("advance-directives", locked=out["alerts"].locked)
         if flags is not None:
             active = sorted((f for f in flags if critical.is_current(f)), key=critical.sort_key)
             by_cat = {"alerts": [], "advance-directives": [], "devices": []}
@@ -390,9 +389,8 @@ class SummaryService:
         out["gp"] = self._gp(patient, raw)
         own = Section("own-entries")
         try:
-            own.entries = (own_illnesses + self._own(patient_id, "Observation", "needs,{OWN_ENTRY}|interpreter", raw=raw)
-                           + [c for c in self._own(patient_id, "Consent", "donor-card", raw=raw)
-                              if c.get("status") == "active"])
+            own.entries = (own_illnesses + self._own(patient_id, "Observation", "needs", "interpreter", raw=raw)
+                           + self._active_cards(patient_id, raw))
         except errors.Forbidden as exc:
             own.locked = exc.message
         out["own-entries"] = own
@@ -424,17 +422,9 @@ def _loads(body: bytes) -> dict:
 
 
 def _contact_line(contact: dict) -> str:
-    name = contact.get("name") or {}
-    shown = name.get("text") or " ".join(name.get("given", []) + [name.get("family", "")]).strip()
+    shown = own_entries.name_text(contact.get("name") or {})
     rel = ", ".join(r.get("text") or next((c.get("display", "") for c in r.get("coding", [])), "")
                     for r in contact.get("relationship", []))
     phone = next((t.get("value") for t in contact.get("telecom", []) if t.get("system") == "phone"), "")
     return " – ".join(x for x in (shown, rel, phone) if x)
 
-
-def _code(concept: Any) -> str | None:
-    if isinstance(concept, dict):
-        for coding in concept.get("coding") or ():
-            if isinstance(coding, dict) and coding.get("code"):
-                return coding["code"]
-    return None

@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ... import errors
+from ...services.summary.document import is_locked
 from ..doors import Door, Session
 from .representation import patient_of
 
 _ITEM = re.compile(r"<(li|p)>(.*?)</\1>", re.S)
 _TAG = re.compile(r"<[^>]+>")
-LOCKED_EXT = "section-locked"
 
 
 def sections_of(bundle: dict, lang: str) -> list[dict]:
@@ -27,7 +27,7 @@ def sections_of(bundle: dict, lang: str) -> list[dict]:
         title = section.get("title") if lang == "nb" else (coding.get("display") or section.get("title"))
         div = (section.get("text") or {}).get("div", "")
         lines = [html.unescape(_TAG.sub("", m.group(2))).strip() for m in _ITEM.finditer(div)]
-        locked = any(str(e.get("url", "")).endswith(LOCKED_EXT) for e in section.get("extension") or [])
+        locked = is_locked(section)
         empty = (section.get("emptyReason") or {}).get("coding", [{}])[0].get("code")
         out.append({"title": title, "code": coding.get("code"), "lines": [x for x in lines if x],
                     "locked": locked, "empty": empty == "nilknown"})

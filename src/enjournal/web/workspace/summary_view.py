@@ -17,11 +17,11 @@ from typing import Any
 from ...access.facts import person_number
 from ...access.policy import age_on, critical_categories
 from ...services.summary import codes
+from ...services.summary.document import is_locked
 from .lookup import N_
 
 # IPS section codes (LOINC) that hold critical information: allergies and alerts.
 CRITICAL_SECTIONS = ("104605-1", "48765-2", "75310-3")
-_LOCKED_WORDS = ("locked", "låst", "restricted", "consent or emergency")
 _TAGS = re.compile(r"<[^>]+>")
 # FHIR codes shown as words (msgids): criticality, verification and clinical status
 VALUE_WORDS = {
@@ -114,11 +114,7 @@ def _flatten(raw: list[dict]) -> list[dict]:
 def _section(raw: dict, by_ref: dict) -> Section:
     code = next((c.get("code") for c in _list((raw.get("code") or {}).get("coding")) if c.get("code")), "")
     text = plain((raw.get("text") or {}).get("div", "")) if isinstance(raw.get("text"), dict) else ""
-    empty = raw.get("emptyReason") if isinstance(raw.get("emptyReason"), dict) else None
-    empty_codes = {c.get("code") for c in _list((empty or {}).get("coding"))}
-    empty_text = " ".join(filter(None, [concept_text(empty) if empty else "", text])).lower()
-    locked = bool(raw.get("extension") and any("locked" in str(x.get("url", "")) for x in _list(raw.get("extension"))))
-    locked = locked or "withheld" in empty_codes or any(w in empty_text for w in _LOCKED_WORDS)
+    locked = is_locked(raw)
     items = []
     for ref in _list(raw.get("entry")):
         resource = by_ref.get(str(ref.get("reference") or ""))
