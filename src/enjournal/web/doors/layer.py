@@ -16,9 +16,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import ACCESS_HEADERS
 from .door import PUBLIC_SCOPE_KEY, SESSION_SCOPE_KEY, Door
 
-_ACCESS = {b"authorization", b"x-purpose-of-use", b"x-patient", b"x-access-reason", b"x-consent-declared"}
+_ACCESS = {name.encode("ascii") for name in ACCESS_HEADERS}    # what a browser may not send itself
 
 
 def attestation_headers(attestation: dict | None) -> list[tuple[bytes, bytes]]:

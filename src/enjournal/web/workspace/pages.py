@@ -32,15 +32,12 @@ from ..doors.forms import FormErrors
 from . import lookup as lk
 from . import purpose as pu
 from . import summary_view as sv
+from .lookup import N_
 
 PREFIX = "/helsepersonell"
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPES = ("AllergyIntolerance", "Flag", "Condition")
 CRITICAL_FIELDS = ("category", "text", "verification", "note")
-
-
-def N_(message: str) -> str:
-    return message
 
 
 VERIFICATIONS = (("bekreftet", N_("Bekreftet")), ("sannsynlig", N_("Sannsynlig")), ("mistenkt", N_("Mistenkt")))
@@ -135,9 +132,9 @@ class Workspace:
         context.setdefault("words", sv.VALUE_WORDS)
         return self.door.render(request, session, template, status, **context)
 
-    async def banner(self, session: Any, patient: dict, critical: int | None = None) -> sv.Banner:
-        today = datetime.now(OSLO).date()
-        info = sv.banner(patient, today)
+    @staticmethod
+    def banner(patient: dict, critical: int | None = None) -> sv.Banner:
+        info = sv.banner(patient, datetime.now(OSLO).date())
         info.critical = critical
         return info
 
@@ -251,20 +248,19 @@ class Workspace:
             patient, stop = await self.patient(request, session)
             if stop is not None:
                 return stop
-            pid = str(patient.get("id"))
-            bundle = None
+            pid = str(patient.get("id"))   # the same patient: a Bundle already fetched is kept
         try:
             if bundle is None:
                 bundle = await self.door.call(self.platform.summary.summary, pid)
         except errors.FhirError as exc:
             if exc.status >= 500:
                 raise
-            info = await self.banner(session, patient)
+            info = self.banner(patient)
             return self.render(request, session, "workspace/summary.html", exc.status, banner=info, sections=[],
                                refusal=exc.message, show_number=False, errors=problems or FormErrors())
         sections = sv.sections(bundle)
         critical = sum(len(s.items) for s in sections if s.critical)
-        info = await self.banner(session, patient, critical)
+        info = self.banner(patient, critical)
         return self.render(request, session, "workspace/summary.html", status, banner=info, sections=sections,
                            refusal=None, show_number=request.query_params.get("vis") == "fnr",
                            locked=any(s.locked for s in sections), errors=problems or FormErrors())
@@ -311,7 +307,7 @@ class Workspace:
         else:
             refusal = None
         items = [sv.critical_item(e, session.lang) for e in entries]
-        info = await self.banner(session, patient, len(items))
+        info = self.banner(patient, len(items))
         message = MESSAGES.get(request.query_params.get("melding", ""))
         return self.render(request, session, "workspace/critical.html", status, banner=info, items=items,
                            refusal=refusal, categories=self.categories(), verifications=VERIFICATIONS,
